@@ -1,0 +1,173 @@
+"""The three values that flow through the core: Trigger -> RunRequest -> Decision.
+
+All are frozen dataclasses; they are created by the decoders (``events``), the rules
+(``rules``) and the submitter (``submit``) respectively, and serialised with ``to_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+class Kind(enum.StrEnum):
+    DATA = "data"
+    CODE = "code"
+    MODEL = "model"
+
+
+class Outcome(enum.StrEnum):
+    SUBMITTED = "submitted"
+    DUPLICATE = "duplicate"
+    SKIPPED = "skipped"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What happened, normalised from any event form.
+
+    ``source`` tells how it arrived (``eventarc``, ``pubsub``, ``pubsub-push``, ``cloudbuild``,
+    ``http``, ``replay``); ``event_type`` keeps the platform's own name for it
+    (``OBJECT_FINALIZE``, ``google.cloud.storage.object.v1.finalized``, ``SUCCESS`` ...).
+    """
+
+    kind: Kind
+    source: str
+    event_id: str = ""
+    event_time: str = ""
+    event_type: str = ""
+    # data
+    bucket: str = ""
+    object: str = ""
+    generation: str = ""
+    size: int | None = None
+    content_type: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    # code
+    commit_sha: str = ""
+    image_uri: str = ""
+    build_id: str = ""
+    branch: str = ""
+    # model
+    model_uri: str = ""
+    # any kind
+    route: str = ""
+    template: str = ""
+    force: bool = False
+    nonce: str = ""
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metadata", _frozen(self.metadata))
+
+    @property
+    def gcs_uri(self) -> str:
+        return f"gs://{self.bucket}/{self.object}" if self.bucket else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["kind"] = str(self.kind)
+        out["metadata"] = dict(self.metadata)
+        return {k: v for k, v in out.items() if v not in ("", None, {}, False)}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to start: everything a backend needs to create one PipelineJob."""
+
+    route: str
+    run_key: str
+    job_id: str
+    display_name: str
+    template: str
+    pipeline_root: str
+    parameter_values: Mapping[str, Any]
+    labels: Mapping[str, str]
+    service_account: str = ""
+    network: str = ""
+    encryption_key: str = ""
+    project: str = ""
+    region: str = ""
+    trigger: Trigger | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parameter_values", _frozen(self.parameter_values))
+        object.__setattr__(self, "labels", _frozen(self.labels))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "route": self.route,
+            "run_key": self.run_key,
+            "job_id": self.job_id,
+            "display_name": self.display_name,
+            "template": self.template,
+            "pipeline_root": self.pipeline_root,
+            "parameter_values": dict(self.parameter_values),
+            "labels": dict(self.labels),
+        }
+        for name in ("service_account", "network", "encryption_key", "project", "region"):
+            if value := getattr(self, name):
+                out[name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    """What a backend answers to ``submit``: the job's full resource name and whether it is new.
+
+    ``created`` is False when a job with the same id already existed (a duplicate delivery).
+    """
+
+    job_id: str
+    job_name: str
+    state: str = ""
+    created: bool = True
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What was done with one event, and why. Exactly one per event."""
+
+    outcome: Outcome
+    reason: str = ""
+    route: str = ""
+    run_key: str = ""
+    job_id: str = ""
+    job_name: str = ""
+    retryable: bool = False
+    status: int = 200
+    code: str = ""
+    trigger: Trigger | None = None
+    request: RunRequest | None = None
+    latency_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.SUBMITTED, Outcome.DUPLICATE, Outcome.SKIPPED)
+
+    def answer(self) -> dict[str, Any]:
+        """The JSON body the HTTP entry point returns."""
+        body: dict[str, Any] = {
+            "decision": str(self.outcome),
+            "job": self.job_name or None,
+            "job_id": self.job_id or None,
+            "run_key": self.run_key or None,
+            "reason": self.reason or None,
+        }
+        if self.route:
+            body["route"] = self.route
+        if self.code:
+            body["error"] = self.code
+        if self.outcome is Outcome.FAILED:
+            body["retryable"] = self.retryable
+        return body
