@@ -1,0 +1,136 @@
+"""One structured log line per event, in the shape Cloud Logging parses from stdout.
+
+``severity`` and ``message`` are Cloud Logging's own fields; ``logging.googleapis.com/labels`` and
+``logging.googleapis.com/trace`` are lifted into the LogEntry. The rest (``decision``, ``run_key``,
+``job``, ``latency_ms``, ``trigger``) lands in ``jsonPayload``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from retrain_trigger.model import Decision, Outcome
+
+LOGGER_NAME = "retrain_trigger.decision"
+_SEVERITY = {
+    Outcome.SUBMITTED: "NOTICE",
+    Outcome.DUPLICATE: "INFO",
+    Outcome.SKIPPED: "INFO",
+    Outcome.REJECTED: "ERROR",
+    Outcome.FAILED: "ERROR",
+}
+_LEVEL = {
+    "NOTICE": logging.INFO,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+}
+
+_setup_lock = threading.Lock()
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats records as one JSON object; ``record.entry`` (a dict) is merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = getattr(record, "entry", None) or {}
+        if not entry:
+            entry = {
+                "severity": record.levelname.replace("CRITICAL", "CRITICAL"),
+                "message": record.getMessage(),
+            }
+            if record.exc_info:
+                entry["message"] += "\n" + self.formatException(record.exc_info)
+            entry["logger"] = record.name
+        return json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def setup_logging(stream: Any = None) -> None:
+    """Installs the JSON handler on the package's loggers once per process.
+
+    Called when the service is created, never inside a request handler.
+    """
+    with _setup_lock:
+        root = logging.getLogger("retrain_trigger")
+        if any(getattr(h, "_retrain_json", False) for h in root.handlers):
+            return
+        handler = logging.StreamHandler(stream or sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        handler._retrain_json = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+
+
+def trace_from_headers(headers: Mapping[str, str], project: str) -> dict[str, str]:
+    """Cloud Logging trace fields from ``traceparent`` or ``X-Cloud-Trace-Context``."""
+    trace = span = ""
+    parent = headers.get("traceparent", "")
+    if parent:
+        parts = parent.split("-")
+        if len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
+            trace, span = parts[1], parts[2]
+    if not trace:
+        context = headers.get("X-Cloud-Trace-Context", "")
+        head = context.split(";")[0]
+        trace, _, span = head.partition("/")
+    if not trace or not all(c in "0123456789abcdefABCDEF" for c in trace) or len(trace) > 32:
+        return {}
+    out = {"logging.googleapis.com/trace": f"projects/{project or '-'}/traces/{trace.lower()}"}
+    if span and span.isalnum() and len(span) <= 20:
+        out["logging.googleapis.com/spanId"] = span
+    return out
+
+
+def entry_for(decision: Decision, *, trace: Mapping[str, str] | None = None) -> dict[str, Any]:
+    severity = _SEVERITY.get(decision.outcome, "INFO")
+    if decision.outcome is Outcome.FAILED and decision.retryable:
+        severity = "WARNING"
+    subject = (
+        decision.job_id
+        or (decision.trigger.gcs_uri if decision.trigger else "")
+        or decision.run_key
+    )
+    message = f"{decision.outcome}"
+    if subject:
+        message += f" {subject}"
+    if decision.reason:
+        message += f": {decision.reason}"
+    entry: dict[str, Any] = {
+        "severity": severity,
+        "message": message,
+        "decision": str(decision.outcome),
+        "reason": decision.reason or None,
+        "route": decision.route or None,
+        "run_key": decision.run_key or None,
+        "job_id": decision.job_id or None,
+        "job": decision.job_name or None,
+        "latency_ms": round(decision.latency_ms, 2),
+        "logging.googleapis.com/labels": {
+            "retrain-decision": str(decision.outcome),
+            "retrain-route": decision.route or "-",
+        },
+    }
+    if decision.code:
+        entry["error"] = decision.code
+    if decision.outcome is Outcome.FAILED:
+        entry["retryable"] = decision.retryable
+    if decision.trigger is not None:
+        entry["trigger"] = decision.trigger.to_dict()
+    if trace:
+        entry.update(trace)
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def log_decision(decision: Decision, *, trace: Mapping[str, str] | None = None) -> dict[str, Any]:
+    entry = entry_for(decision, trace=trace)
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.log(
+        _LEVEL.get(entry["severity"], logging.INFO), entry["message"], extra={"entry": entry}
+    )
+    return entry

@@ -1,0 +1,501 @@
+"""Decoding: every event form the design names, turned into one :class:`Trigger`.
+
+Forms:
+
+- Eventarc ``google.cloud.storage.object.v1.*`` CloudEvents (binary or structured);
+- Pub/Sub ``google.cloud.pubsub.topic.v1.messagePublished`` CloudEvents, and raw Pub/Sub push
+  bodies, carrying a GCS notification (``OBJECT_FINALIZE`` …, ``JSON_API_V1`` or ``NONE``), a
+  Cloud Build status message (topic ``cloud-builds``) or a JSON trigger body;
+- the HTTP JSON body ``{"route"?, "kind", "commit_sha", "image_uri", "build_id", "branch",
+  "model_uri", "template", "force", "nonce", "dry_run"}``.
+
+Every value taken from an event is validated here, before it can reach a job id, a label or a
+parameter. Anything malformed raises :class:`~retrain_trigger.errors.InvalidEvent` (or
+``PayloadTooLarge``) with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from retrain_trigger.errors import InvalidEvent, PayloadTooLarge
+from retrain_trigger.model import Kind, Trigger
+
+STORAGE_PREFIX = "google.cloud.storage.object.v1."
+STORAGE_FINALIZED = STORAGE_PREFIX + "finalized"
+PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
+
+# GCS notification eventType -> the Eventarc name for the same thing.
+NOTIFICATION_TYPES = {
+    "OBJECT_FINALIZE": "finalized",
+    "OBJECT_DELETE": "deleted",
+    "OBJECT_ARCHIVE": "archived",
+    "OBJECT_METADATA_UPDATE": "metadataUpdated",
+}
+
+MAX_JSON_DEPTH = 32
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+_DIGITS = re.compile(r"^[0-9]{1,20}$")
+_SHA = re.compile(r"^[0-9a-f]{7,64}$")
+_IMAGE = re.compile(
+    r"^[a-z0-9][a-z0-9.-]*(:[0-9]{1,5})?(/[a-z0-9][a-z0-9._-]*)+"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+_BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_BRANCH = re.compile(r"^[A-Za-z0-9._/+-]{1,255}$")
+_MODEL_URI = re.compile(r"^(gs://|https://|projects/)[^\s\x00-\x1f\x7f]{1,1020}$")
+_TEMPLATE = re.compile(r"^(gs://|https://)[^\s\x00-\x1f\x7f]{1,1020}$")
+_ROUTE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+_NONCE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_EVENT_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+HTTP_FIELDS = frozenset(
+    {
+        "route",
+        "kind",
+        "commit_sha",
+        "image_uri",
+        "build_id",
+        "branch",
+        "model_uri",
+        "template",
+        "force",
+        "nonce",
+        "dry_run",
+    }
+)
+
+
+# --------------------------------------------------------------------------- field checks
+
+
+def _text(value: Any, name: str, limit: int = 1024) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidEvent(f"{name} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if len(text) > limit:
+        raise InvalidEvent(f"{name} is longer than {limit} characters")
+    return text
+
+
+def _match(value: Any, name: str, pattern: re.Pattern[str], what: str, limit: int = 1024) -> str:
+    text = _text(value, name, limit)
+    if text and not pattern.match(text):
+        raise InvalidEvent(f"{name} is not {what}: {_show(text)}")
+    return text
+
+
+def _show(text: str) -> str:
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    return json.dumps(shown, ensure_ascii=True)
+
+
+def check_bucket(value: Any) -> str:
+    bucket = _match(value, "bucket", _BUCKET, "a valid bucket name", 222)
+    if not bucket:
+        raise InvalidEvent("bucket is missing")
+    return bucket
+
+
+def check_object(value: Any) -> str:
+    name = _text(value, "object name", 4096)
+    if not name:
+        raise InvalidEvent("object name is missing")
+    if len(name.encode("utf-8", "surrogatepass")) > 1024:
+        raise InvalidEvent("object name is longer than 1024 bytes")
+    if _CONTROL.search(name):
+        raise InvalidEvent(f"object name contains control characters: {_show(name)}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent("object name is not valid UTF-8") from None
+    return name
+
+
+def check_generation(value: Any, name: str = "generation") -> str:
+    text = _text(value, name, 20)
+    if not text:
+        raise InvalidEvent(f"{name} is missing")
+    if not _DIGITS.match(text) or int(text) <= 0:
+        raise InvalidEvent(f"{name} must be a positive whole number, got {_show(text)}")
+    return str(int(text))
+
+
+def _size(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    text = _text(value, "size", 20)
+    if not _DIGITS.match(text):
+        raise InvalidEvent(f"size must be a whole number, got {_show(text)}")
+    return int(text)
+
+
+def _event_id(value: Any) -> str:
+    return _match(value, "event id", _EVENT_ID, "printable ASCII", 256)
+
+
+def _event_time(value: Any) -> str:
+    return _match(value, "event time", _TIME, "an RFC 3339 time", 64)
+
+
+def _bool(value: Any, name: str) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise InvalidEvent(f"{name} must be true or false, got {_show(str(value))}")
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidEvent("metadata must be an object")
+    if len(value) > 64:
+        raise InvalidEvent("metadata has more than 64 entries")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or len(key) > 256:
+            raise InvalidEvent("metadata keys must be strings of at most 256 characters")
+        if not isinstance(item, str | int | float | bool) or len(str(item)) > 2048:
+            raise InvalidEvent(f"metadata value for {_show(key)} must be a short string")
+        out[key] = str(item)
+    return out
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def parse_json(raw: bytes | str, *, what: str, max_bytes: int) -> Any:
+    """Parses a JSON body with a size and nesting limit."""
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"{what} is larger than {max_bytes} bytes")
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidEvent(f"{what} is not UTF-8 text") from None
+    if _nesting(raw) > MAX_JSON_DEPTH:
+        raise InvalidEvent(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidEvent(f"{what} is not valid JSON: {str(exc)[:120]}") from None
+
+
+def _nesting(text: str) -> int:
+    """Upper bound of the JSON nesting depth, counted outside strings."""
+    if "[" not in text and "{" not in text:
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    return deepest
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidEvent(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------- GCS
+
+
+def trigger_from_gcs_object(
+    resource: Mapping[str, Any],
+    *,
+    source: str,
+    event_type: str,
+    event_id: Any = "",
+    event_time: Any = "",
+) -> Trigger:
+    """A Trigger from a GCS object resource (``JSON_API_V1`` / Eventarc storage data)."""
+    return Trigger(
+        kind=Kind.DATA,
+        source=source,
+        event_type=event_type,
+        event_id=_event_id(event_id),
+        event_time=_event_time(event_time),
+        bucket=check_bucket(resource.get("bucket")),
+        object=check_object(resource.get("name")),
+        generation=check_generation(resource.get("generation")),
+        size=_size(resource.get("size")),
+        content_type=_text(resource.get("contentType"), "contentType", 256),
+        metadata=_metadata(resource.get("metadata")),
+    )
+
+
+def decode_gcs_notification(
+    attributes: Mapping[str, Any],
+    data: bytes,
+    *,
+    source: str,
+    event_id: Any = "",
+    event_time: Any = "",
+    max_bytes: int = 1 << 20,
+) -> Trigger:
+    """A GCS Pub/Sub notification: attributes plus the object resource as the payload."""
+    notification = _text(attributes.get("eventType"), "eventType", 64)
+    if notification not in NOTIFICATION_TYPES:
+        raise InvalidEvent(f"unknown GCS notification eventType {_show(notification)}")
+    payload_format = _text(attributes.get("payloadFormat", "JSON_API_V1"), "payloadFormat", 32)
+    bucket = check_bucket(attributes.get("bucketId"))
+    name = check_object(attributes.get("objectId"))
+    generation = check_generation(attributes.get("objectGeneration"), "objectGeneration")
+    resource: Mapping[str, Any] = {"bucket": bucket, "name": name, "generation": generation}
+    if payload_format == "JSON_API_V1":
+        resource = _object(
+            parse_json(data, what="notification payload", max_bytes=max_bytes),
+            "notification payload",
+        )
+        if resource.get("bucket") not in (None, bucket) or resource.get("name") not in (None, name):
+            raise InvalidEvent("notification payload names another object than its attributes")
+        if str(resource.get("generation", generation)) != generation:
+            raise InvalidEvent("notification payload generation differs from objectGeneration")
+        resource = {"bucket": bucket, "name": name, **resource, "generation": generation}
+    elif payload_format != "NONE":
+        raise InvalidEvent(f"unsupported payloadFormat {_show(payload_format)}")
+    return trigger_from_gcs_object(
+        resource,
+        source=source,
+        event_type=notification,
+        event_id=event_id or attributes.get("notificationConfig", ""),
+        event_time=event_time or attributes.get("eventTime", ""),
+    )
+
+
+# --------------------------------------------------------------------------- Cloud Build
+
+
+def decode_cloud_build(
+    attributes: Mapping[str, Any],
+    data: bytes,
+    *,
+    source: str,
+    event_id: Any = "",
+    event_time: Any = "",
+    max_bytes: int = 1 << 20,
+) -> Trigger:
+    """A Cloud Build status message (topic ``cloud-builds``). Only ``SUCCESS`` builds trigger."""
+    build = _object(
+        parse_json(data, what="Cloud Build message", max_bytes=max_bytes), "Cloud Build message"
+    )
+    status = _text(build.get("status") or attributes.get("status"), "status", 32)
+    build_id = _match(
+        build.get("id") or attributes.get("buildId"), "build id", _BUILD_ID, "a build id", 128
+    )
+    subs = build.get("substitutions") or {}
+    if not isinstance(subs, Mapping):
+        raise InvalidEvent("substitutions must be an object")
+    provenance = (build.get("sourceProvenance") or {}).get("resolvedRepoSource") or {}
+    commit = subs.get("COMMIT_SHA") or (
+        provenance.get("commitSha") if isinstance(provenance, Mapping) else ""
+    )
+    image = ""
+    results = build.get("results") or {}
+    images = results.get("images") if isinstance(results, Mapping) else None
+    if isinstance(images, list) and images and isinstance(images[0], Mapping):
+        name, digest = images[0].get("name", ""), images[0].get("digest", "")
+        if isinstance(name, str) and isinstance(digest, str) and name:
+            image = f"{name.split('@')[0]}@{digest}" if digest else name
+    elif isinstance(build.get("images"), list) and build["images"]:
+        image = build["images"][0]
+    return Trigger(
+        kind=Kind.CODE,
+        source=source,
+        event_type=status or "UNKNOWN",
+        event_id=_event_id(event_id),
+        event_time=_event_time(event_time or build.get("finishTime") or ""),
+        commit_sha=_match(str(commit or "").lower(), "commit_sha", _SHA, "a hex commit sha", 64),
+        image_uri=_match(image, "image_uri", _IMAGE, "an image reference", 512),
+        build_id=build_id,
+        branch=_match(subs.get("BRANCH_NAME"), "branch", _BRANCH, "a branch name", 255),
+    )
+
+
+# --------------------------------------------------------------------------- HTTP body
+
+
+def decode_trigger_body(
+    body: Any, *, source: str, event_id: str = "", event_time: str = ""
+) -> Trigger:
+    """The JSON trigger body sent over HTTP (or published to Pub/Sub)."""
+    body = _object(body, "request body")
+    unknown = sorted(str(k)[:40] for k in body if k not in HTTP_FIELDS)
+    if unknown:
+        raise InvalidEvent(f"unknown field(s): {', '.join(unknown)}")
+    kind_text = _text(body.get("kind"), "kind", 16)
+    if not kind_text:
+        if body.get("model_uri"):
+            kind_text = "model"
+        elif body.get("commit_sha") or body.get("image_uri"):
+            kind_text = "code"
+        else:
+            raise InvalidEvent("kind is missing (code or model)")
+    if kind_text not in ("code", "model"):
+        raise InvalidEvent(f"kind must be code or model, got {_show(kind_text)}")
+    kind = Kind(kind_text)
+    trigger = Trigger(
+        kind=kind,
+        source=source,
+        event_type=f"http.{kind_text}",
+        event_id=_event_id(event_id),
+        event_time=_event_time(event_time),
+        route=_match(body.get("route"), "route", _ROUTE, "a route name", 30),
+        commit_sha=_match(
+            _lower(body.get("commit_sha")), "commit_sha", _SHA, "a hex commit sha", 64
+        ),
+        image_uri=_match(body.get("image_uri"), "image_uri", _IMAGE, "an image reference", 512),
+        build_id=_match(body.get("build_id"), "build_id", _BUILD_ID, "a build id", 128),
+        branch=_match(body.get("branch"), "branch", _BRANCH, "a branch name", 255),
+        model_uri=_match(
+            body.get("model_uri"), "model_uri", _MODEL_URI, "a gs://, https:// or projects/ URI"
+        ),
+        template=_match(body.get("template"), "template", _TEMPLATE, "a gs:// or https:// URI"),
+        force=_bool(body.get("force"), "force"),
+        nonce=_match(
+            body.get("nonce"), "nonce", _NONCE, "1-64 characters of A-Z a-z 0-9 . _ -", 64
+        ),
+        dry_run=_bool(body.get("dry_run"), "dry_run"),
+    )
+    if kind is Kind.CODE and not (trigger.commit_sha or trigger.image_uri):
+        raise InvalidEvent("a code trigger needs commit_sha or image_uri")
+    if kind is Kind.MODEL and not trigger.model_uri:
+        raise InvalidEvent("a model trigger needs model_uri")
+    if ".." in trigger.template or ".." in trigger.model_uri:
+        raise InvalidEvent("URIs must not contain '..'")
+    return trigger
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+# --------------------------------------------------------------------------- Pub/Sub
+
+
+def decode_pubsub_message(
+    message: Any, *, source: str, event_id: Any = "", event_time: Any = "", max_bytes: int = 1 << 20
+) -> Trigger:
+    """One Pub/Sub message (``{"data": base64, "attributes": {...}, "messageId", "publishTime"}``)."""
+    message = _object(message, "Pub/Sub message")
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, Mapping):
+        raise InvalidEvent("Pub/Sub attributes must be an object")
+    encoded = message.get("data") or ""
+    if not isinstance(encoded, str):
+        raise InvalidEvent("Pub/Sub data must be a base64 string")
+    if len(encoded) > max_bytes * 4 // 3 + 4:
+        raise PayloadTooLarge(f"Pub/Sub data is larger than {max_bytes} bytes")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidEvent("Pub/Sub data is not valid base64") from None
+    event_id = event_id or message.get("messageId") or message.get("message_id") or ""
+    event_time = event_time or message.get("publishTime") or message.get("publish_time") or ""
+    if "bucketId" in attributes or "objectId" in attributes:
+        return decode_gcs_notification(
+            attributes,
+            data,
+            source=source,
+            event_id=event_id,
+            event_time=event_time,
+            max_bytes=max_bytes,
+        )
+    if "buildId" in attributes:
+        return decode_cloud_build(
+            attributes,
+            data,
+            source=source,
+            event_id=event_id,
+            event_time=event_time,
+            max_bytes=max_bytes,
+        )
+    body = parse_json(data, what="Pub/Sub message data", max_bytes=max_bytes)
+    return decode_trigger_body(
+        body, source=source, event_id=_event_id(event_id), event_time=_event_time(event_time)
+    )
+
+
+def decode_pubsub_push(body: Any, *, max_bytes: int = 1 << 20) -> Trigger:
+    """A raw Pub/Sub push body: ``{"message": {...}, "subscription": "projects/…"}``."""
+    body = _object(body, "push body")
+    subscription = _text(body.get("subscription"), "subscription", 512)
+    return decode_pubsub_message(
+        body.get("message"),
+        source=f"pubsub-push:{subscription}" if subscription else "pubsub-push",
+        max_bytes=max_bytes,
+    )
+
+
+# --------------------------------------------------------------------------- CloudEvents
+
+
+def decode_cloud_event(event: Any, *, max_bytes: int = 1 << 20) -> Trigger:
+    """Any CloudEvent the event entry point receives (an ``cloudevents`` CloudEvent)."""
+    try:
+        ce_type = str(event["type"])
+        ce_source = str(event["source"])
+        ce_id = event["id"]
+        ce_time = event.get("time") if hasattr(event, "get") else None
+    except (KeyError, TypeError):
+        raise InvalidEvent("not a CloudEvent: type, source or id is missing") from None
+    data = event.data
+    if isinstance(data, bytes | bytearray | str):
+        data = parse_json(
+            bytes(data) if not isinstance(data, str) else data,
+            what="event data",
+            max_bytes=max_bytes,
+        )
+    elif data is not None and len(json.dumps(data, default=str)) > max_bytes:
+        raise PayloadTooLarge(f"event data is larger than {max_bytes} bytes")
+    if ce_type.startswith(STORAGE_PREFIX):
+        resource = _object(data, "storage event data")
+        return trigger_from_gcs_object(
+            resource,
+            source="eventarc",
+            event_type=ce_type,
+            event_id=ce_id,
+            event_time=ce_time or "",
+        )
+    if ce_type == PUBSUB_PUBLISHED:
+        payload = _object(data, "Pub/Sub event data")
+        topic = ce_source.rsplit("/topics/", 1)[-1] if "/topics/" in ce_source else ""
+        return decode_pubsub_message(
+            payload.get("message"),
+            source=f"pubsub:{topic}" if topic else "pubsub",
+            event_id=ce_id,
+            event_time=ce_time or "",
+            max_bytes=max_bytes,
+        )
+    raise InvalidEvent(f"unsupported CloudEvent type {_show(ce_type)}")

@@ -1,0 +1,354 @@
+"""Routing and rules: Trigger -> RunRequest, or an explicit Skip with its reason.
+
+Pure functions over the configuration: no I/O, no clock except for forced reruns without a nonce.
+The run key identifies the change; the job id is derived from it deterministically, so a second
+delivery of the same change maps to the same job id and Vertex refuses to create it twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import posixpath
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from retrain_trigger.config import Config, Route
+from retrain_trigger.errors import Forbidden, Unprocessable
+from retrain_trigger.model import Kind, RunRequest, Trigger
+
+FINALIZE_TYPES = frozenset({"OBJECT_FINALIZE", "google.cloud.storage.object.v1.finalized"})
+
+# Names written by upload tools before the final object exists, or by frameworks as scratch.
+TEMPORARY_SUFFIXES = (
+    ".tmp",
+    ".temp",
+    ".gstmp",
+    ".part",
+    ".partial",
+    "._COPYING_",
+    ".crdownload",
+    "~",
+)
+TEMPORARY_SEGMENTS = ("_temporary", ".staging", "_tmp")
+TEMPORARY_PREFIXES = ("gcloud/tmp/", "gsutil/tmp/")
+
+# Objects carrying this metadata key were written by a pipeline run (the loop guard).
+GENERATED_METADATA_KEYS = ("retrain-trigger-run", "kfp-run-id")
+
+LABEL_PREFIX = "retrain-"
+MAX_JOB_ID = 127
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Nothing to do, and why. Becomes a ``skipped`` Decision."""
+
+    reason: str
+    route: str = ""
+    run_key: str = ""
+
+
+# --------------------------------------------------------------------------- globs
+
+
+@functools.lru_cache(maxsize=512)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """``**`` crosses folders, ``*`` and ``?`` stay within one, ``[...]`` is a class."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape(char))
+            else:
+                body = pattern[i + 1 : end].replace("\\", "\\\\")
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def glob_match(name: str, pattern: str) -> bool:
+    return glob_regex(pattern).match(name) is not None
+
+
+# --------------------------------------------------------------------------- names
+
+
+def _slug(text: str, limit: int) -> str:
+    text = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return text[:limit].strip("-")
+
+
+def key_hash(run_key: str, length: int = 16) -> str:
+    return hashlib.sha256(run_key.encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
+def job_id_for(route: str, kind: str, readable: str, run_key: str) -> str:
+    """``<route>-<kind>-<readable>-<hash>``: ``[a-z0-9-]``, starts with a letter, < 128 chars."""
+    head = _slug(f"{route}-{kind}", 40) or "run"
+    digest = key_hash(run_key)
+    room = MAX_JOB_ID - len(head) - len(digest) - 2
+    part = _slug(readable, min(room, 40))
+    job_id = f"{head}-{part}-{digest}" if part else f"{head}-{digest}"
+    if not job_id[0].isalpha():
+        job_id = "r" + job_id
+    return job_id[:MAX_JOB_ID]
+
+
+def label_value(text: str) -> str:
+    """Vertex label values: lowercase letters, digits, ``_`` and ``-``, at most 63 characters."""
+    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-")[:63]
+
+
+def render(template: str, fields: dict[str, str]) -> str:
+    """Substitutes ``{name}`` placeholders (names were validated when the config loaded)."""
+    return re.sub(r"{([a-z_]+)}", lambda m: fields.get(m.group(1), m.group(0)), template)
+
+
+# --------------------------------------------------------------------------- data rules
+
+
+def loop_guard(config: Config, trigger: Trigger) -> str:
+    """The reason this object must not trigger (written by a pipeline), or ``""``."""
+    uri = trigger.gcs_uri
+    for route in config.routes:
+        root = route.pipeline_root.rstrip("/") + "/"
+        if root.startswith("gs://") and (uri.startswith(root) or uri == root[:-1]):
+            return f"loop guard: {uri} is under the pipeline root of route {route.name}"
+    for prefix in config.ignore_prefixes:
+        if uri.startswith(prefix):
+            return f"loop guard: {uri} is under ignored prefix {prefix}"
+    for key in GENERATED_METADATA_KEYS:
+        if key in trigger.metadata:
+            return f"loop guard: object was written by a pipeline run (metadata {key})"
+    return ""
+
+
+def temporary_reason(name: str) -> str:
+    if name.endswith("/"):
+        return "folder placeholder"
+    base = posixpath.basename(name)
+    if name.startswith(TEMPORARY_PREFIXES):
+        return "temporary upload object"
+    if base.endswith(TEMPORARY_SUFFIXES) or base.startswith((".", "~$")):
+        return "temporary or hidden file name"
+    segments = name.split("/")[:-1]
+    if any(seg in TEMPORARY_SEGMENTS or seg.startswith(".") for seg in segments):
+        return "object in a temporary or hidden folder"
+    return ""
+
+
+def select_data_route(config: Config, trigger: Trigger) -> Route | None:
+    for route in config.routes:
+        rule = route.data
+        if rule is None or rule.bucket != trigger.bucket:
+            continue
+        if not any(glob_match(trigger.object, p) for p in rule.include):
+            continue
+        if any(glob_match(trigger.object, p) for p in rule.exclude):
+            continue
+        return route
+    return None
+
+
+def _plan_data(config: Config, trigger: Trigger) -> RunRequest | Skip:
+    uri = trigger.gcs_uri
+    if trigger.event_type not in FINALIZE_TYPES:
+        return Skip(
+            f"{trigger.event_type or 'event'} is not an object finalize; only new objects trigger"
+        )
+    if reason := loop_guard(config, trigger):
+        return Skip(reason)
+    if reason := temporary_reason(trigger.object):
+        return Skip(f"{reason}: {uri}")
+    route = select_data_route(config, trigger)
+    if route is None:
+        return Skip(f"no route's data rule matches {uri}")
+    rule = route.data
+    assert rule is not None
+    base = posixpath.basename(trigger.object)
+    if rule.mode == "marker":
+        if base != rule.marker:
+            return Skip(
+                f"route {route.name} waits for marker {rule.marker}; {base} is data",
+                route=route.name,
+            )
+        folder = trigger.object[: -len(base)]
+        data_uri = f"gs://{trigger.bucket}/{folder}"
+        readable = posixpath.basename(folder.rstrip("/")) or "root"
+    else:
+        if trigger.size is not None and trigger.size < rule.min_size:
+            return Skip(
+                f"object is {trigger.size} bytes, below min_size {rule.min_size}: {uri}",
+                route=route.name,
+            )
+        data_uri = uri
+        readable = base
+    run_key = f"{uri}#{trigger.generation}"
+    return _request(config, route, trigger, run_key, readable, {"data_uri": data_uri})
+
+
+# --------------------------------------------------------------------------- HTTP rules
+
+
+def select_http_route(config: Config, trigger: Trigger) -> Route:
+    kind = str(trigger.kind)
+    if trigger.route:
+        route = config.route(trigger.route)
+        if route is None:
+            raise Unprocessable(f"unknown route {trigger.route!r}", code="unknown_route")
+        if not route.accepts(kind):
+            raise Unprocessable(
+                f"route {route.name} does not accept {kind} triggers", code="kind_not_accepted"
+            )
+        return route
+    candidates = [r for r in config.routes if r.accepts(kind)]
+    if not candidates:
+        raise Unprocessable(f"no route accepts {kind} triggers", code="kind_not_accepted")
+    if len(candidates) > 1:
+        names = ", ".join(r.name for r in candidates)
+        raise Unprocessable(
+            f"several routes accept {kind} triggers ({names}); name one in 'route'",
+            code="ambiguous_route",
+        )
+    return candidates[0]
+
+
+def _plan_change(config: Config, trigger: Trigger) -> RunRequest | Skip:
+    if trigger.kind is Kind.CODE and trigger.event_type not in ("", "SUCCESS", "http.code"):
+        return Skip(
+            f"build {trigger.build_id or ''} status {trigger.event_type}; only SUCCESS triggers".replace(
+                "  ", " "
+            )
+        )
+    route = select_http_route(config, trigger)
+    if trigger.template and not any(
+        trigger.template.startswith(p) for p in route.allowed_templates
+    ):
+        raise Forbidden(
+            f"template {trigger.template} is not under an allowed prefix of route {route.name}",
+            code="template_not_allowed",
+        )
+    assert route.data is not None or route.code or route.model
+    data_uri = route.data.dataset_uri if route.data else ""
+    if trigger.kind is Kind.CODE:
+        run_key = f"code:{trigger.commit_sha}:{trigger.image_uri}"
+        readable = trigger.commit_sha[:8] or trigger.image_uri.rsplit("/", 1)[-1].split("@")[0]
+    else:
+        run_key = f"model:{trigger.model_uri}"
+        readable = trigger.model_uri.rstrip("/").rsplit("/", 1)[-1]
+    return _request(config, route, trigger, run_key, readable, {"data_uri": data_uri})
+
+
+# --------------------------------------------------------------------------- request
+
+
+def template_fields(
+    config: Config, route: Route, trigger: Trigger, run_key: str, extra: dict[str, str]
+) -> dict[str, str]:
+    fields = {
+        "bucket": trigger.bucket,
+        "object": trigger.object,
+        "generation": trigger.generation,
+        "size": "" if trigger.size is None else str(trigger.size),
+        "commit_sha": trigger.commit_sha,
+        "image_uri": trigger.image_uri,
+        "build_id": trigger.build_id,
+        "branch": trigger.branch,
+        "model_uri": trigger.model_uri,
+        "event_id": trigger.event_id,
+        "event_time": trigger.event_time,
+        "kind": str(trigger.kind),
+        "run_key": run_key,
+        "route": route.name,
+        "nonce": trigger.nonce,
+        "project": config.project,
+        "region": config.region,
+        "pipeline_root": route.pipeline_root,
+        "manifest_uri": "",
+        "data_uri": "",
+    }
+    fields.update(extra)
+    return fields
+
+
+def _request(
+    config: Config,
+    route: Route,
+    trigger: Trigger,
+    run_key: str,
+    readable: str,
+    extra: dict[str, str],
+) -> RunRequest:
+    if trigger.force:
+        nonce = trigger.nonce or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        run_key = f"{run_key}#force={nonce}"
+        trigger = _with_nonce(trigger, nonce)
+    kind = str(trigger.kind)
+    job_id = job_id_for(route.name, kind, readable, run_key)
+    fields = template_fields(config, route, trigger, run_key, extra)
+    values: dict[str, Any] = {}
+    for name, value in route.parameters.items():
+        values[name] = render(value, fields) if isinstance(value, str) else value
+    labels = dict(route.labels)
+    labels.update(
+        {
+            f"{LABEL_PREFIX}route": label_value(route.name),
+            f"{LABEL_PREFIX}kind": kind,
+            f"{LABEL_PREFIX}key": key_hash(run_key),
+        }
+    )
+    if trigger.commit_sha:
+        labels[f"{LABEL_PREFIX}commit"] = label_value(trigger.commit_sha[:12])
+    display = render(route.display_name, fields)[:128] or job_id
+    return RunRequest(
+        route=route.name,
+        run_key=run_key,
+        job_id=job_id,
+        display_name=display,
+        template=trigger.template or route.template,
+        pipeline_root=route.pipeline_root,
+        parameter_values=values,
+        labels=labels,
+        service_account=route.service_account,
+        network=route.network,
+        encryption_key=route.encryption_key,
+        project=config.project,
+        region=config.region,
+        trigger=trigger,
+    )
+
+
+def _with_nonce(trigger: Trigger, nonce: str) -> Trigger:
+    import dataclasses
+
+    return dataclasses.replace(trigger, nonce=nonce)
+
+
+def plan(config: Config, trigger: Trigger) -> RunRequest | Skip:
+    """Decides what a trigger starts. Raises RejectedError subclasses for input that can never work."""
+    if trigger.kind is Kind.DATA:
+        return _plan_data(config, trigger)
+    return _plan_change(config, trigger)

@@ -1,0 +1,278 @@
+"""The submitter core: Trigger -> (rules) -> RunRequest -> (backend) -> Decision.
+
+One :class:`Service` per process, created lazily by :func:`get_service` on the first event. It
+holds the configuration, the template cache and the backend; the backend (and with it the Vertex
+client) is created only when the first run is submitted, so skipped events never import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from retrain_trigger import rules
+from retrain_trigger.config import Config, Route, load_config
+from retrain_trigger.decisions import log_decision, setup_logging
+from retrain_trigger.errors import (
+    ConfigError,
+    RejectedError,
+    SubmitError,
+    TemplateError,
+)
+from retrain_trigger.model import Decision, Outcome, RunRequest, Trigger
+from retrain_trigger.spec import PipelineTemplate, TemplateCache
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        backend: Any = None,
+        templates: TemplateCache | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.config = config
+        base_dir = os.path.dirname(os.path.abspath(config.source)) if config.source else ""
+        self.templates = templates or TemplateCache(base_dir=base_dir)
+        self._backend = backend
+        self._backend_lock = threading.Lock()
+        self._checked: set[tuple[str, str]] = set()
+        self._clock = clock
+        self.recorder: Callable[[Decision], None] | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, *, check_remote: bool = False, **kwargs: Any) -> Service:
+        """Creates the service and checks every route's parameters against its template.
+
+        Local templates are always checked here (start-up, not 3 a.m.). ``gs://`` and ``https://``
+        templates are checked on first use, unless ``check_remote`` (the CLI's ``check``).
+        """
+        service = cls(config, **kwargs)
+        for route in config.routes:
+            if check_remote or "://" not in route.template:
+                service.check_route(route)
+        return service
+
+    # ----------------------------------------------------------------- collaborators
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            with self._backend_lock:
+                if self._backend is None:
+                    from retrain_trigger.backends import create_backend
+
+                    self._backend = create_backend(self.config)
+        return self._backend
+
+    def template(self, uri: str) -> PipelineTemplate:
+        return self.templates.get(uri)
+
+    def check_route(self, route: Route, template_uri: str = "") -> PipelineTemplate:
+        """Parameter names and fixed values against ``root.inputDefinitions``; once per pair."""
+        uri = template_uri or route.template
+        try:
+            template = self.template(uri)
+        except TemplateError as exc:
+            raise ConfigError(
+                str(exc), source=self.config.source, field=f"routes({route.name}).template"
+            ) from None
+        key = (route.name, uri)
+        if key in self._checked:
+            return template
+        where = f"routes({route.name}).parameters"
+        try:
+            template.check_names(set(route.parameters), where=where)
+        except ConfigError as exc:
+            raise ConfigError(
+                str(exc).split(": ", 1)[-1], source=self.config.source, field=where
+            ) from None
+        fixed = {k: v for k, v in route.parameters.items() if not (isinstance(v, str) and "{" in v)}
+        try:
+            template.coerce(fixed, complete=False)
+        except RejectedError as exc:
+            raise ConfigError(str(exc), source=self.config.source, field=where) from None
+        self._checked.add(key)
+        return template
+
+    # ----------------------------------------------------------------- the core
+
+    def plan(self, trigger: Trigger) -> RunRequest | rules.Skip:
+        """What the trigger would start, parameters typed against the template."""
+        planned = rules.plan(self.config, trigger)
+        if isinstance(planned, rules.Skip):
+            return planned
+        route = self.config.route(planned.route)
+        assert route is not None
+        try:
+            template = self.check_route(route, planned.template)
+        except ConfigError as exc:
+            raise TemplateError(str(exc)) from None
+        values = template.coerce(planned.parameter_values)
+        return dataclasses.replace(planned, parameter_values=values)
+
+    def handle(self, trigger: Trigger, *, trace: Mapping[str, str] | None = None) -> Decision:
+        """Decides and acts on one trigger; never raises. Logs exactly one line."""
+        started = self._clock()
+        decision = self._decide(trigger)
+        decision = dataclasses.replace(
+            decision, trigger=trigger, latency_ms=(self._clock() - started) * 1000
+        )
+        self.record(decision, trace=trace)
+        return decision
+
+    def reject(
+        self,
+        exc: RejectedError,
+        *,
+        trace: Mapping[str, str] | None = None,
+        started: float | None = None,
+    ) -> Decision:
+        """A Decision for input that failed before it became a Trigger (decode, auth, size)."""
+        decision = Decision(
+            outcome=Outcome.REJECTED, reason=str(exc), status=exc.status, code=exc.code
+        )
+        if started is not None:
+            decision = dataclasses.replace(decision, latency_ms=(self._clock() - started) * 1000)
+        self.record(decision, trace=trace)
+        return decision
+
+    def record(self, decision: Decision, *, trace: Mapping[str, str] | None = None) -> None:
+        log_decision(decision, trace=trace)
+        if self.recorder is not None:
+            try:
+                self.recorder(decision)
+            except Exception:  # history is best effort; the decision stands
+                log.exception("could not record the decision in the history store")
+
+    def _decide(self, trigger: Trigger) -> Decision:
+        request: RunRequest | None = None
+        try:
+            planned = self.plan(trigger)
+            if isinstance(planned, rules.Skip):
+                return Decision(
+                    outcome=Outcome.SKIPPED,
+                    reason=planned.reason,
+                    route=planned.route,
+                    run_key=planned.run_key,
+                )
+            request = planned
+            if trigger.dry_run:
+                return self._dry_run(request)
+            return self.submit(request)
+        except RejectedError as exc:
+            return _with_request(
+                Decision(
+                    outcome=Outcome.REJECTED, reason=str(exc), status=exc.status, code=exc.code
+                ),
+                request,
+            )
+        except SubmitError as exc:
+            return _with_request(
+                Decision(
+                    outcome=Outcome.FAILED,
+                    reason=str(exc),
+                    retryable=exc.retryable,
+                    status=exc.status,
+                    code="backend_unavailable" if exc.retryable else "submit_refused",
+                ),
+                request,
+            )
+        except ConfigError as exc:
+            return _with_request(
+                Decision(
+                    outcome=Outcome.FAILED,
+                    reason=str(exc),
+                    retryable=False,
+                    status=502,
+                    code="config_error",
+                ),
+                request,
+            )
+        except Exception as exc:  # a bug: fail loudly but keep the event (retryable)
+            log.exception("unexpected error while handling %s", trigger.kind)
+            return _with_request(
+                Decision(
+                    outcome=Outcome.FAILED,
+                    reason=f"internal error: {type(exc).__name__}",
+                    retryable=True,
+                    status=500,
+                    code="internal",
+                ),
+                request,
+            )
+
+    def submit(self, request: RunRequest) -> Decision:
+        template = self.template(request.template)
+        handle = self.backend.submit(request, template)
+        outcome = Outcome.SUBMITTED if handle.created else Outcome.DUPLICATE
+        reason = "" if handle.created else "a run with this run key already exists"
+        return Decision(
+            outcome=outcome,
+            reason=reason,
+            route=request.route,
+            run_key=request.run_key,
+            job_id=handle.job_id,
+            job_name=handle.job_name,
+            request=request,
+        )
+
+    def _dry_run(self, request: RunRequest) -> Decision:
+        return Decision(
+            outcome=Outcome.SKIPPED,
+            reason="dry run: nothing submitted",
+            route=request.route,
+            run_key=request.run_key,
+            job_id=request.job_id,
+            request=request,
+        )
+
+
+def _with_request(decision: Decision, request: RunRequest | None) -> Decision:
+    if request is None:
+        return decision
+    return dataclasses.replace(
+        decision,
+        route=request.route,
+        run_key=request.run_key,
+        job_id=request.job_id,
+        request=request,
+    )
+
+
+# --------------------------------------------------------------------------- per process
+
+_service: Service | None = None
+_service_lock = threading.Lock()
+
+
+def get_service() -> Service:
+    """The process's Service, created on first use from ``$RETRAIN_CONFIG``."""
+    global _service
+    if _service is None:
+        with _service_lock:
+            if _service is None:
+                setup_logging()
+                _service = Service.from_config(load_config())
+                _attach_history(_service)
+    return _service
+
+
+def set_service(service: Service | None) -> None:
+    """Replaces the process's Service (tests, the CLI)."""
+    global _service
+    with _service_lock:
+        _service = service
+
+
+def _attach_history(service: Service) -> None:
+    """Hook for the decision history store (set up by the store module when configured)."""
+    return None
