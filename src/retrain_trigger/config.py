@@ -37,6 +37,7 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     "RETRAIN_AUDIENCE": ("auth.audience", "expected ID-token audience"),
     "RETRAIN_ALLOWED_INVOKERS": ("auth.allowed_invokers", "comma-separated caller emails"),
     "RETRAIN_HMAC_SECRET": ("auth.hmac_secret", "shared secret for hmac auth"),
+    "RETRAIN_ID_TOKEN_CERTS_URL": ("(auth)", "certificates that verify ID tokens (tests only)"),
     "RETRAIN_ALLOW_ANONYMOUS_ON_CLOUD_RUN": ("auth.force_none", "let auth none run on Cloud Run"),
     "RETRAIN_MAX_BODY_BYTES": ("max_body_bytes", "largest accepted request body"),
     "RETRAIN_SUBMIT_DEADLINE": ("submit_deadline_seconds", "total time for one submit"),

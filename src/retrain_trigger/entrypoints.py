@@ -125,6 +125,12 @@ def answer_http(request: flask.Request) -> flask.Response:
     except RejectedError as exc:
         decision = service.reject(exc, trace=trace, started=started)
         return _json(decision.answer(), decision.status)
+    except SubmitError as exc:  # e.g. the ID-token certificates could not be fetched
+        decision = service.fail(exc, trace=trace, started=started)
+        return _json(decision.answer(), decision.status)
+    except ConfigError as exc:  # e.g. an auth setting only checked when used
+        decision = service.fail(exc, trace=trace, started=started)
+        return _json(decision.answer(), decision.status)
     decision = service.handle(trigger, trace=trace)
     return _json(_http_body(decision), decision.status)
 

@@ -77,10 +77,14 @@ HTTP_FIELDS = frozenset(
 # --------------------------------------------------------------------------- field checks
 
 
-def _text(value: Any, name: str, limit: int = 1024) -> str:
+def _text(value: Any, name: str, limit: int = 1024, *, numbers: bool = False) -> str:
     if value is None:
         return ""
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, str | int)
+        or (isinstance(value, int) and not numbers)
+    ):
         raise InvalidEvent(f"{name} must be a string, got {type(value).__name__}")
     text = str(value)
     if len(text) > limit:
@@ -123,7 +127,7 @@ def check_object(value: Any) -> str:
 
 
 def check_generation(value: Any, name: str = "generation") -> str:
-    text = _text(value, name, 20)
+    text = _text(value, name, 20, numbers=True)
     if not text:
         raise InvalidEvent(f"{name} is missing")
     if not _DIGITS.match(text) or int(text) <= 0:
@@ -134,7 +138,7 @@ def check_generation(value: Any, name: str = "generation") -> str:
 def _size(value: Any) -> int | None:
     if value is None or value == "":
         return None
-    text = _text(value, "size", 20)
+    text = _text(value, "size", 20, numbers=True)
     if not _DIGITS.match(text):
         raise InvalidEvent(f"size must be a whole number, got {_show(text)}")
     return int(text)
@@ -327,7 +331,7 @@ def decode_cloud_build(
     if isinstance(images, list) and images and isinstance(images[0], Mapping):
         name, digest = images[0].get("name", ""), images[0].get("digest", "")
         if isinstance(name, str) and isinstance(digest, str) and name:
-            image = f"{name.split('@')[0]}@{digest}" if digest else name
+            image = f"{_untagged(name)}@{digest}" if digest else name
     elif isinstance(build.get("images"), list) and build["images"]:
         image = build["images"][0]
     return Trigger(
@@ -341,6 +345,13 @@ def decode_cloud_build(
         build_id=build_id,
         branch=_match(subs.get("BRANCH_NAME"), "branch", _BRANCH, "a branch name", 255),
     )
+
+
+def _untagged(image: str) -> str:
+    """``host/repo/name:tag@digest`` -> ``host/repo/name`` (a digest pins the image by itself)."""
+    image = image.split("@", 1)[0]
+    head, _, last = image.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else image
 
 
 # --------------------------------------------------------------------------- HTTP body

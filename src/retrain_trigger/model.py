@@ -75,7 +75,7 @@ class Trigger:
         return f"gs://{self.bucket}/{self.object}" if self.bucket else ""
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["kind"] = str(self.kind)
         out["metadata"] = dict(self.metadata)
         return {k: v for k, v in out.items() if v not in ("", None, {}, False)}

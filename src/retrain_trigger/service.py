@@ -145,6 +145,20 @@ class Service:
         self.record(decision, trace=trace)
         return decision
 
+    def fail(
+        self,
+        exc: SubmitError | ConfigError,
+        *,
+        trace: Mapping[str, str] | None = None,
+        started: float | None = None,
+    ) -> Decision:
+        """A Decision for a failure before the event became a Trigger (auth certificates, config)."""
+        decision = _failure(exc)
+        if started is not None:
+            decision = dataclasses.replace(decision, latency_ms=(self._clock() - started) * 1000)
+        self.record(decision, trace=trace)
+        return decision
+
     def record(self, decision: Decision, *, trace: Mapping[str, str] | None = None) -> None:
         log_decision(decision, trace=trace)
         if self.recorder is not None:
@@ -175,28 +189,8 @@ class Service:
                 ),
                 request,
             )
-        except SubmitError as exc:
-            return _with_request(
-                Decision(
-                    outcome=Outcome.FAILED,
-                    reason=str(exc),
-                    retryable=exc.retryable,
-                    status=exc.status,
-                    code="backend_unavailable" if exc.retryable else "submit_refused",
-                ),
-                request,
-            )
-        except ConfigError as exc:
-            return _with_request(
-                Decision(
-                    outcome=Outcome.FAILED,
-                    reason=str(exc),
-                    retryable=False,
-                    status=502,
-                    code="config_error",
-                ),
-                request,
-            )
+        except (SubmitError, ConfigError) as exc:
+            return _with_request(_failure(exc), request)
         except Exception as exc:  # a bug: fail loudly but keep the event (retryable)
             log.exception("unexpected error while handling %s", trigger.kind)
             return _with_request(
@@ -234,6 +228,24 @@ class Service:
             job_id=request.job_id,
             request=request,
         )
+
+
+def _failure(exc: SubmitError | ConfigError) -> Decision:
+    if isinstance(exc, ConfigError):
+        return Decision(
+            outcome=Outcome.FAILED,
+            reason=str(exc),
+            retryable=False,
+            status=502,
+            code="config_error",
+        )
+    return Decision(
+        outcome=Outcome.FAILED,
+        reason=str(exc),
+        retryable=exc.retryable,
+        status=exc.status,
+        code="backend_unavailable" if exc.retryable else "submit_refused",
+    )
 
 
 def _with_request(decision: Decision, request: RunRequest | None) -> Decision:

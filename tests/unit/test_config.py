@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import pytest
+
+from retrain_trigger.config import literal_prefix, load_config, parse_config
+from retrain_trigger.errors import ConfigError
+
+
+def test_the_documented_shape_is_accepted(write_config, config_text):
+    config = load_config(write_config(config_text), env={})
+    route = config.route("mnist")
+    assert config.project == "test-project"
+    assert config.backend == "vertex"
+    assert route is not None and route.data is not None
+    assert route.data.include == ("data/**",)
+    assert route.code and route.model
+    assert route.parameters["data_uri"] == "{data_uri}"
+    assert route.data.dataset_uri == "gs://ct-bucket/data/"
+
+
+def test_config_is_frozen(write_config, config_text):
+    config = load_config(write_config(config_text), env={})
+    with pytest.raises(AttributeError):
+        config.project = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.routes[0].parameters["x"] = "y"  # type: ignore[index]
+
+
+def test_path_from_environment(write_config, config_text):
+    path = write_config(config_text, "elsewhere.yaml")
+    assert load_config(env={"RETRAIN_CONFIG": str(path)}).source == str(path)
+
+
+def test_environment_overrides(write_config, config_text):
+    env = {
+        "GOOGLE_CLOUD_PROJECT": "other-project",
+        "RETRAIN_REGION": "europe-west4",
+        "RETRAIN_BACKEND": "local",
+        "RETRAIN_VERTEX_ENDPOINT": "http://127.0.0.1:9999",
+        "RETRAIN_AUTH": "hmac",
+        "RETRAIN_HMAC_SECRET": "0123456789abcdef",
+        "RETRAIN_ALLOWED_INVOKERS": "build@p.iam.gserviceaccount.com, me@example.com",
+        "RETRAIN_MAX_BODY_BYTES": "2048",
+        "RETRAIN_SUBMIT_DEADLINE": "12.5",
+    }
+    config = load_config(write_config(config_text), env=env)
+    assert (config.project, config.region, config.backend) == (
+        "other-project",
+        "europe-west4",
+        "local",
+    )
+    assert config.vertex_endpoint == "http://127.0.0.1:9999"
+    assert config.auth.mode == "hmac"
+    assert config.auth.allowed_invokers == ("build@p.iam.gserviceaccount.com", "me@example.com")
+    assert config.max_body_bytes == 2048
+    assert config.submit_deadline_seconds == 12.5
+    assert "0123456789abcdef" not in repr(config)
+
+
+def test_empty_string_means_unset(write_config, config_text):
+    config = load_config(
+        write_config(config_text), env={"RETRAIN_REGION": "", "RETRAIN_BACKEND": " "}
+    )
+    assert config.region == "us-central1" and config.backend == "vertex"
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: configuration file not found"):
+        load_config(tmp_path / "nope.yaml", env={})
+
+
+def test_oversized_file(write_config):
+    path = write_config("project: x\n" + "#" * (1 << 20))
+    with pytest.raises(ConfigError, match="configuration is larger than 1048576 bytes"):
+        load_config(path, env={})
+
+
+BAD = [
+    ("project: [unclosed", r"<config>: not valid YAML at line 2, column 1: did not find expected"),
+    ("", "configuration is empty"),
+    ("- a\n- b\n", r"\(top level\): must be a mapping, got a list"),
+    ("project: p-123\nroutes: []\n", r"routes: must be a non-empty list of routes"),
+    (
+        "project: p-123\nbackend: kubeflow\nroutes: [x]\n",
+        r"backend: must be one of vertex, local, got 'kubeflow'",
+    ),
+    ("region: us-central1\nroutes: [x]\n", r"project: is required for the vertex backend"),
+    ("project: p-123\nregion: Mars\nroutes: [x]\n", r"region: is not a valid region: 'Mars'"),
+    ("project: p-123\nroutes: [x]\n", r"routes\[0\]: must be a mapping, got a string"),
+    ("project: p-123\nroutes: [{name: m}]\n", r"routes\[0\]\(m\)\.template: is required"),
+    (
+        "project: p-123\nroutes: [{name: Bad_Name, template: t.yaml, pipeline_root: gs://b/r, code: true}]\n",
+        r"routes\[0\]\(Bad_Name\)\.name: must be 1-30 characters",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: ftp://x/t.yaml, pipeline_root: gs://b/r, code: true}]\n",
+        r"\.template: must be a local path, gs://",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: s3://b/r, code: true}]\n",
+        r"\.pipeline_root: must be gs://bucket/path or a local folder",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r}]\n",
+        r"routes\[0\]\(m\): accepts no trigger",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: yes-please}]\n",
+        r"\.code: must be true or false",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, parameters: {x: '{nope}'}}]\n",
+        r"parameters\.x: uses unknown field \{nope\}",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, parameters: {x: '{data_uri.__class__}'}}]\n",
+        r"uses unknown field \{data_uri\.__class__\}",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, parameters: {x: [1]}}]\n",
+        r"parameters\.x: must be a string, number or boolean",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, labels: {Team: X}}]\n",
+        r"\.labels: label 'Team'",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, data: {bucket: Not_A_Bucket}}]\n",
+        r"\.data\.bucket: is not a valid bucket name",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, data: {bucket: bkt, mode: sometimes}}]\n",
+        r"\.data\.mode: must be one of object, marker, window",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, data: {bucket: bkt, marker: a/b}}]\n",
+        r"\.data\.marker: must be a file name without '/'",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, data: {bucket: bkt, colour: red}}]\n",
+        r"\.data: unknown field\(s\) colour",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, service_account: root}]\n",
+        r"\.service_account: is not a service account email",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, allowed_templates: ['gs://']}]\n",
+        r"allowed_templates: 'gs://' must be a gs:// or https:// prefix",
+    ),
+    (
+        "project: p-123\nroutes:\n - {name: m, template: t.yaml, pipeline_root: gs://b/r, code: true}\n - {name: m, template: t.yaml, pipeline_root: gs://b/r, code: true}\n",
+        r"route name 'm' is used twice",
+    ),
+    (
+        "project: p-123\nrouts: []\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true}]\n",
+        r"unknown field\(s\) routs",
+    ),
+    (
+        "project: p-123\nauth: {mode: hmac}\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true}]\n",
+        r"auth\.hmac_secret: hmac mode needs a secret of at least 16 characters",
+    ),
+    (
+        "project: p-123\nauth: {mode: magic}\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true}]\n",
+        r"auth\.mode: must be one of iam, hmac, none",
+    ),
+    (
+        "project: p-123\nauth: {allowed_invokers: [not-an-email]}\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true}]\n",
+        r"auth\.allowed_invokers: is not an email address",
+    ),
+    (
+        "project: p-123\nlimits: {max_body_bytes: 5}\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true}]\n",
+        r"limits\.max_body_bytes: must be between 1024 and",
+    ),
+    ("project: !!python/object:os.system x\nroutes: []\n", r"not valid YAML"),
+    ("a: &a [*a, *a]\n", r"<config>"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD)
+def test_bad_configuration_is_named(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text, env={})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"RETRAIN_MAX_BODY_BYTES": "-1"},
+            r"RETRAIN_MAX_BODY_BYTES: must be a positive whole number",
+        ),
+        (
+            {"RETRAIN_SUBMIT_DEADLINE": "nan"},
+            r"RETRAIN_SUBMIT_DEADLINE: must be a number of seconds",
+        ),
+        ({"RETRAIN_BACKEND": "cloud"}, r"backend: must be one of vertex, local, got 'cloud'"),
+        ({"RETRAIN_AUTH": "open"}, r"auth\.mode: must be one of iam, hmac, none"),
+        ({"RETRAIN_VERTEX_ENDPOINT": "http://a b"}, r"vertex_endpoint: must be host\[:port\]"),
+        ({"RETRAIN_ALLOW_ANONYMOUS_ON_CLOUD_RUN": "sure"}, r"must be true or false, got 'sure'"),
+    ],
+)
+def test_bad_environment_is_named(config_text, env, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(config_text, env=env)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [
+        ("data/**", "data/"),
+        ("data/2026-*/x.csv", "data/"),
+        ("exact/file.csv", "exact/file.csv"),
+        ("**", ""),
+        ("a/b?/c", "a/"),
+    ],
+)
+def test_literal_prefix(pattern, prefix):
+    assert literal_prefix(pattern) == prefix
