@@ -24,6 +24,7 @@ from retrain_trigger.errors import (
     PayloadTooLarge,
     RejectedError,
     RetrainError,
+    SubmitError,
 )
 from retrain_trigger.model import Decision, Outcome
 from retrain_trigger.service import Service, get_service
