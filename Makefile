@@ -1,0 +1,56 @@
+# retrain-trigger: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION ?= 3.3.30
+BIN := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-fast lint demo up bench package compile clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt -e .
+	touch $@
+
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -q checkov==$(CHECKOV_VERSION)
+	touch $@
+
+setup: $(BIN)/.installed $(CHECKOV_VENV)/.installed ## create the virtual environments (idempotent)
+
+lint: setup ## ruff and mypy
+	$(BIN)/ruff check src tests function_http function_gcs pipeline_specs bench
+	$(BIN)/ruff format --check src tests function_http function_gcs pipeline_specs bench
+	$(BIN)/mypy
+
+test: setup ## set up, lint and run the whole test suite (emulators are started by the tests)
+	$(MAKE) --no-print-directory lint
+	$(BIN)/python -m pytest -q
+
+test-fast: setup ## the suite without the slow end-to-end tests
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: $(BIN)/.installed ## set up and run the whole loop on the local stack
+	$(BIN)/retrain-trigger demo
+
+up: $(BIN)/.installed ## start the local stack until Ctrl-C
+	$(BIN)/retrain-trigger up
+
+bench: $(BIN)/.installed ## run the benchmarks (prints a table, writes bench/results/)
+	$(BIN)/python -m bench
+
+package: $(BIN)/.installed ## build dist/function_http-<hash>.zip and dist/function_gcs-<hash>.zip
+	$(BIN)/retrain-trigger package
+
+compile: $(BIN)/.installed ## recompile pipeline_specs/mnist_training.yaml
+	$(BIN)/python -m pipeline_specs.compile
+
+clean: ## remove build output and local state
+	rm -rf dist .local .pytest_cache .mypy_cache .ruff_cache
