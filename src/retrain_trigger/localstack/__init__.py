@@ -1,0 +1,11 @@
+"""The local stack: the whole continuous-training loop on one machine, with no cloud account.
+
+- :mod:`.stack`: :class:`~.stack.Stack` starts fake-gcs-server, the Pub/Sub emulator (or a
+  bucket poller), both functions under functions-framework and the local pipeline worker;
+- :mod:`.services`: process supervision (process groups, health waits, clean stop);
+- :mod:`.poller`, :mod:`.objects`: Eventarc-style delivery without Pub/Sub;
+- :mod:`.replay`: subscription seek and bucket backfill;
+- :mod:`.demo`, :mod:`.commands`: ``retrain-trigger up | demo | runs | replay``.
+
+Nothing here is imported by the functions themselves.
+"""

@@ -1,0 +1,51 @@
+"""The local stack's pipeline worker process: runs the local backend's queued runs until stopped.
+
+    python -m retrain_trigger.localstack.worker [--config PATH]
+
+SIGTERM or SIGINT asks the worker to stop; the local backend decides what happens to a run in
+progress (the stack signals the worker's whole process group, so its pipeline steps get the same
+signal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m retrain_trigger.localstack.worker")
+    parser.add_argument(
+        "--config", default=None, help="configuration file (default: $RETRAIN_CONFIG)"
+    )
+    args = parser.parse_args(argv)
+
+    from retrain_trigger.config import load_config
+    from retrain_trigger.decisions import setup_logging
+    from retrain_trigger.errors import ConfigError
+
+    setup_logging(sys.stderr)
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        sys.stderr.write(f"worker: {exc}\n")
+        return 2
+
+    from retrain_trigger.backends.local import run_worker
+
+    run_worker(config, stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
