@@ -50,6 +50,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is at emit time (Cloud Logging reads stdout)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(stream: Any = None) -> None:
     """Installs the JSON handler on the package's loggers once per process.
 
@@ -59,7 +74,7 @@ def setup_logging(stream: Any = None) -> None:
         root = logging.getLogger("retrain_trigger")
         if any(getattr(h, "_retrain_json", False) for h in root.handlers):
             return
-        handler = logging.StreamHandler(stream or sys.stdout)
+        handler: logging.Handler = logging.StreamHandler(stream) if stream else _StdoutHandler()
         handler.setFormatter(JsonFormatter())
         handler._retrain_json = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -97,7 +97,7 @@ def signed(body: dict | bytes):
 def test_eventarc_finalize_submits_one_job(gcs_client, env, mode):
     response = send(gcs_client, storage_event(), mode)
     assert response.status_code == 200
-    assert env.creates == 1
+    assert len(env.jobs) == 1
     job = next(iter(env.jobs.values()))
     assert job["name"].startswith(
         "projects/test-project/locations/us-central1/pipelineJobs/mnist-data-part-0001-csv-"
@@ -115,14 +115,14 @@ def test_redelivery_and_replay_create_once(gcs_client, env):
     assert send(gcs_client, storage_event(event_id="b")).status_code == 200
     push = gcs_client.post("/projects/test-project/topics/gcs-events", json=push_body())
     assert push.status_code == 200
-    assert env.creates == 1
+    assert len(env.jobs) == 1
     assert len(env.requests_for("create")) == 3
 
 
 def test_raw_pubsub_push_is_converted(gcs_client, env):
     response = gcs_client.post("/projects/test-project/topics/gcs-events", json=push_body())
     assert response.status_code == 200
-    assert env.creates == 1
+    assert len(env.jobs) == 1
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ def test_failed_submission_raises_for_redelivery(gcs_client, env):
     assert response.status_code == 500
     env.clear_faults()
     assert send(gcs_client, storage_event()).status_code == 200
-    assert env.creates == 1
+    assert len(env.jobs) == 1
 
 
 def test_one_structured_log_line_per_event(gcs_client, env, capsys):
@@ -214,7 +214,7 @@ def test_code_change_submits_then_duplicate(http_client, env):
     assert second.status_code == 200
     assert second.get_json()["decision"] == "duplicate"
     assert second.get_json()["job"] == answer["job"]
-    assert env.creates == 1
+    assert len(env.jobs) == 1
     values = next(iter(env.jobs.values()))["runtimeConfig"]["parameterValues"]
     assert values["data_uri"] == "gs://ct-bucket/data/"
     assert values["commit_sha"] == "0123456789abcdef"
