@@ -50,13 +50,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StdoutHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stdout`` is at emit time (Cloud Logging reads stdout)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stdout)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stdout
 
@@ -84,6 +84,7 @@ def setup_logging(stream: Any = None) -> None:
 
 def trace_from_headers(headers: Mapping[str, str], project: str) -> dict[str, str]:
     """Cloud Logging trace fields from ``traceparent`` or ``X-Cloud-Trace-Context``."""
+    headers = {k.lower(): v for k, v in headers.items()}
     trace = span = ""
     parent = headers.get("traceparent", "")
     if parent:
@@ -91,7 +92,7 @@ def trace_from_headers(headers: Mapping[str, str], project: str) -> dict[str, st
         if len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
             trace, span = parts[1], parts[2]
     if not trace:
-        context = headers.get("X-Cloud-Trace-Context", "")
+        context = headers.get("x-cloud-trace-context", "")
         head = context.split(";")[0]
         trace, _, span = head.partition("/")
     if not trace or not all(c in "0123456789abcdefABCDEF" for c in trace) or len(trace) > 32:

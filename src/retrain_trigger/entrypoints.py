@@ -87,7 +87,8 @@ def answer_http(request: flask.Request) -> flask.Response:
         assert error is not None
         return error
     config = service.config
-    trace = trace_from_headers(request.headers, config.project)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    trace = trace_from_headers(headers, config.project)
     path = request.path.rstrip("/") or "/"
     if request.method != "POST":
         response = _json(
@@ -99,7 +100,7 @@ def answer_http(request: flask.Request) -> flask.Response:
         body = _read_body(request, config.max_body_bytes)
         from retrain_trigger.auth import authenticate
 
-        authenticate(config.auth, headers=request.headers, body=body, url=request.url, environ=None)
+        authenticate(config.auth, headers=headers, body=body, url=request.url, environ=None)
         if path == "/flush":
             return _flush(service, trace)
         if path != "/":
@@ -117,11 +118,10 @@ def answer_http(request: flask.Request) -> flask.Response:
         if isinstance(payload, dict) and "message" in payload and "subscription" in payload:
             trigger = events.decode_pubsub_push(payload, max_bytes=config.max_body_bytes)
         else:
-            headers = request.headers
             trigger = events.decode_trigger_body(
                 payload,
                 source="http",
-                event_id=(headers.get("X-Request-Id") or headers.get("Ce-Id") or "")[:256],
+                event_id=(headers.get("x-request-id") or headers.get("ce-id") or "")[:256],
             )
     except RejectedError as exc:
         decision = service.reject(exc, trace=trace, started=started)
