@@ -401,6 +401,23 @@ def terminate_on_signals(
             signal.signal(sig, old)
 
 
+@contextlib.contextmanager
+def signals_ignored(
+    signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
+) -> Iterator[None]:
+    """Inside the block (main thread only), the listed signals are ignored: a second Ctrl-C
+    cannot interrupt a shutdown half way and leave children behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 class LogFollower:
     """Reads the complete lines appended to a file since the last call (like ``tail -f``)."""
 

@@ -42,6 +42,7 @@ from retrain_trigger.localstack.services import (
     http_answers,
     http_ok,
     port_open,
+    signals_ignored,
 )
 
 log = logging.getLogger(__name__)
@@ -379,7 +380,8 @@ class Stack:
             self.poller.stop()
             self.poller = None
         if self.supervisor is not None:
-            self.supervisor.stop_all()
+            with signals_ignored():
+                self.supervisor.stop_all()
             self.supervisor = None
         self.children.clear()
         self._restore_env()
