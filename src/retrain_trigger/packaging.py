@@ -449,8 +449,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     parser.add_argument(
         "--config",
-        default="",
-        help="configuration file to include as retrain.yaml, with its relative templates",
+        default=os.environ.get("RETRAIN_CONFIG", ""),
+        help="configuration file to include as retrain.yaml, with its relative templates "
+        "(default: $RETRAIN_CONFIG; the deployed functions need one)",
     )
     parser.add_argument(
         "--tfvars",
@@ -459,6 +460,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "deploy/terraform/functions.auto.tfvars.json",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of lines")
+    parser.add_argument(
+        "--verbose", action="store_true", help="also list lazy imports of left-out modules"
+    )
     return parser
 
 
@@ -468,8 +472,15 @@ def run(args: argparse.Namespace) -> int:
     except PackagingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for note in lazy_import_notes(args.repo_root):
-        print(f"note: {note} (imported only when that code runs)", file=sys.stderr)
+    if args.verbose:
+        for note in lazy_import_notes(args.repo_root):
+            print(f"note: {note} (imported only when that code runs)", file=sys.stderr)
+    if not args.config:
+        print(
+            "note: no configuration included; the functions will look for retrain.yaml "
+            "(pass --config to package one)",
+            file=sys.stderr,
+        )
     if args.tfvars:
         tfvars = {
             "function_http_zip": str(built["function_http"].resolve()),

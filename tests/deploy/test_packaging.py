@@ -237,8 +237,10 @@ def test_command_line(tmp_path: Path) -> None:
         text=True,
         timeout=120,
         check=False,
+        env={k: v for k, v in os.environ.items() if k != "RETRAIN_CONFIG"},
     )
     assert result.returncode == 0, result.stderr
+    assert "no configuration included" in result.stderr
     printed = json.loads(result.stdout)
     assert set(printed) == {"function_http", "function_gcs"}
     variables = json.loads(tfvars.read_text())
