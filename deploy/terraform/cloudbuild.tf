@@ -19,7 +19,7 @@ locals {
     _STORE                = local.function_env.RETRAIN_STORE
     _FIRESTORE_DATABASE   = var.firestore_database
     _EVENT_DELIVERY       = "push"
-    _EVENTS_TOPIC         = google_pubsub_topic.events.id
+    _EVENTS_TOPIC         = google_pubsub_topic.events.name
     _PUSH_SA              = google_service_account.this["push"].email
     _MAX_INSTANCES        = tostring(var.function_max_instances)
   }
