@@ -120,6 +120,12 @@ class RunRequest:
                 out[name] = value
         return out
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunRequest:
+        """The inverse of ``to_dict`` (the trigger is not kept)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"trigger"}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
 
 @dataclass(frozen=True)
 class RunHandle:
