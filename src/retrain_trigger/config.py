@@ -45,6 +45,8 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     "RETRAIN_LOCAL_CONCURRENCY": ("local_concurrency", "runs the local backend runs at once"),
     "RETRAIN_STORE": ("store", "sqlite or firestore"),
     "RETRAIN_FIRESTORE_DATABASE": ("firestore_database", "Firestore database id"),
+    "RETRAIN_HISTORY": ("history.enabled", "record every decision (true/false)"),
+    "RETRAIN_HISTORY_TTL_DAYS": ("history.ttl_days", "days a recorded decision is kept"),
 }
 
 _ROUTE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
@@ -153,8 +155,18 @@ class Config:
     local_concurrency: int = 1
     store: str = "sqlite"
     firestore_database: str = "(default)"
+    history: bool = False
+    history_ttl_days: int = 30
     ignore_prefixes: tuple[str, ...] = ()
     source: str = ""
+
+    @property
+    def uses_store(self) -> bool:
+        """Whether any route needs the state store (windows or a concurrency policy)."""
+        return self.history or any(
+            r.concurrency != "allow" or (r.data is not None and r.data.mode == "window")
+            for r in self.routes
+        )
 
     def route(self, name: str) -> Route | None:
         for route in self.routes:
@@ -366,6 +378,22 @@ def _build(top: _Reader, env: Mapping[str, str]) -> Config:
         "firestore_database", "(default)"
     )
 
+    history_reader = _Reader(source, "history", top.mapping("history"))
+    history_env = _env(env, "RETRAIN_HISTORY").lower()
+    if history_env not in ("", "true", "false"):
+        raise ConfigError(
+            f"must be true or false, got {history_env!r}", source=source, field="RETRAIN_HISTORY"
+        )
+    # Recorded by default where a shared store exists: locally, and with Firestore.
+    history_default = backend == "local" or store == "firestore"
+    history = (
+        history_env == "true" if history_env else history_reader.boolean("enabled", history_default)
+    )
+    ttl_days = _int_env(env, "RETRAIN_HISTORY_TTL_DAYS", source) or history_reader.integer(
+        "ttl_days", 30, low=1, high=3650
+    )
+    history_reader.reject_unknown({"enabled", "ttl_days"})
+
     routes_raw = top.get("routes")
     if not isinstance(routes_raw, list) or not routes_raw:
         raise top.error("must be a non-empty list of routes", "routes")
@@ -388,6 +416,7 @@ def _build(top: _Reader, env: Mapping[str, str]) -> Config:
             "firestore_database",
             "routes",
             "ignore_prefixes",
+            "history",
         }
     )
     return Config(
@@ -403,6 +432,8 @@ def _build(top: _Reader, env: Mapping[str, str]) -> Config:
         local_concurrency=concurrency,
         store=store,
         firestore_database=firestore_db,
+        history=history,
+        history_ttl_days=ttl_days,
         ignore_prefixes=ignore,
         source=source,
     )

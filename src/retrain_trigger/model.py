@@ -156,6 +156,7 @@ class Decision:
     trigger: Trigger | None = None
     request: RunRequest | None = None
     latency_ms: float = 0.0
+    window_id: str = ""
 
     @property
     def ok(self) -> bool:
@@ -173,7 +174,10 @@ class Decision:
         if self.route:
             body["route"] = self.route
         if self.code:
-            body["error"] = self.code
+            failed = self.outcome in (Outcome.REJECTED, Outcome.FAILED)
+            body["error" if failed else "detail"] = self.code
+        if self.window_id:
+            body["window_id"] = self.window_id
         if self.outcome is Outcome.FAILED:
             body["retryable"] = self.retryable
         return body

@@ -43,6 +43,14 @@ MAX_JOB_ID = 127
 
 
 @dataclass(frozen=True)
+class Batch:
+    """The object joins its route's open batch window (``mode: window``); a flush starts the run."""
+
+    route: str
+    run_key: str
+
+
+@dataclass(frozen=True)
 class Skip:
     """Nothing to do, and why. Becomes a ``skipped`` Decision."""
 
@@ -173,7 +181,7 @@ def select_data_route(config: Config, trigger: Trigger) -> Route | None:
     return None
 
 
-def _plan_data(config: Config, trigger: Trigger) -> RunRequest | Skip:
+def _plan_data(config: Config, trigger: Trigger) -> RunRequest | Skip | Batch:
     uri = trigger.gcs_uri
     if trigger.event_type not in FINALIZE_TYPES:
         return Skip(
@@ -189,6 +197,13 @@ def _plan_data(config: Config, trigger: Trigger) -> RunRequest | Skip:
     rule = route.data
     assert rule is not None
     base = posixpath.basename(trigger.object)
+    if rule.mode == "window":
+        if trigger.size is not None and trigger.size < rule.min_size:
+            return Skip(
+                f"object is {trigger.size} bytes, below min_size {rule.min_size}: {uri}",
+                route=route.name,
+            )
+        return Batch(route=route.name, run_key=f"{uri}#{trigger.generation}")
     if rule.mode == "marker":
         if base != rule.marker:
             return Skip(
@@ -238,11 +253,8 @@ def select_http_route(config: Config, trigger: Trigger) -> Route:
 
 def _plan_change(config: Config, trigger: Trigger) -> RunRequest | Skip:
     if trigger.kind is Kind.CODE and trigger.event_type not in ("", "SUCCESS", "http.code"):
-        return Skip(
-            f"build {trigger.build_id or ''} status {trigger.event_type}; only SUCCESS triggers".replace(
-                "  ", " "
-            )
-        )
+        build = f"build {trigger.build_id}" if trigger.build_id else "build"
+        return Skip(f"{build} status {trigger.event_type}; only SUCCESS triggers")
     route = select_http_route(config, trigger)
     if trigger.template and not any(
         trigger.template.startswith(p) for p in route.allowed_templates
@@ -347,7 +359,16 @@ def _with_nonce(trigger: Trigger, nonce: str) -> Trigger:
     return dataclasses.replace(trigger, nonce=nonce)
 
 
-def plan(config: Config, trigger: Trigger) -> RunRequest | Skip:
+def window_request(
+    config: Config, route: Route, window_id: str, manifest_uri: str, trigger: Trigger
+) -> RunRequest:
+    """The run a closed batch window starts: its manifest is the data."""
+    run_key = f"window:{route.name}:{window_id}"
+    extra = {"data_uri": manifest_uri, "manifest_uri": manifest_uri}
+    return _request(config, route, trigger, run_key, "window-" + window_id[-12:], extra)
+
+
+def plan(config: Config, trigger: Trigger) -> RunRequest | Skip | Batch:
     """Decides what a trigger starts. Raises RejectedError subclasses for input that can never work."""
     if trigger.kind is Kind.DATA:
         return _plan_data(config, trigger)

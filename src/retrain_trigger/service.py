@@ -37,7 +37,9 @@ class Service:
         *,
         backend: Any = None,
         templates: TemplateCache | None = None,
+        store: Any = None,
         clock: Callable[[], float] = time.perf_counter,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         base_dir = os.path.dirname(os.path.abspath(config.source)) if config.source else ""
@@ -46,7 +48,12 @@ class Service:
         self._backend_lock = threading.Lock()
         self._checked: set[tuple[str, str]] = set()
         self._clock = clock
-        self.recorder: Callable[[Decision], None] | None = None
+        self._now = wall_clock
+        self._store = store
+        self._store_lock = threading.Lock()
+        self.recorder: Callable[[Decision], None] | None = (
+            self._record_history if config.history else None
+        )
 
     @classmethod
     def from_config(cls, config: Config, *, check_remote: bool = False, **kwargs: Any) -> Service:
@@ -72,6 +79,17 @@ class Service:
 
                     self._backend = create_backend(self.config)
         return self._backend
+
+    @property
+    def store(self) -> Any:
+        """The state store (windows, queues, history), opened on first use."""
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    from retrain_trigger.store import open_store
+
+                    self._store = open_store(self.config)
+        return self._store
 
     def template(self, uri: str) -> PipelineTemplate:
         return self.templates.get(uri)
@@ -105,26 +123,43 @@ class Service:
 
     # ----------------------------------------------------------------- the core
 
-    def plan(self, trigger: Trigger) -> RunRequest | rules.Skip:
+    def plan(self, trigger: Trigger) -> RunRequest | rules.Skip | rules.Batch:
         """What the trigger would start, parameters typed against the template."""
         planned = rules.plan(self.config, trigger)
-        if isinstance(planned, rules.Skip):
+        if isinstance(planned, rules.Skip | rules.Batch):
             return planned
-        route = self.config.route(planned.route)
+        return self.typed(planned)
+
+    def typed(self, request: RunRequest) -> RunRequest:
+        """The request with its parameter values converted to the template's declared types."""
+        route = self.config.route(request.route)
         assert route is not None
         try:
-            template = self.check_route(route, planned.template)
+            template = self.check_route(route, request.template)
         except ConfigError as exc:
             raise TemplateError(str(exc)) from None
-        values = template.coerce(planned.parameter_values)
-        return dataclasses.replace(planned, parameter_values=values)
+        values = template.coerce(request.parameter_values)
+        return dataclasses.replace(request, parameter_values=values)
 
-    def handle(self, trigger: Trigger, *, trace: Mapping[str, str] | None = None) -> Decision:
-        """Decides and acts on one trigger; never raises. Logs exactly one line."""
+    def handle(
+        self,
+        trigger: Trigger,
+        *,
+        trace: Mapping[str, str] | None = None,
+        request: RunRequest | None = None,
+        window_id: str = "",
+    ) -> Decision:
+        """Decides and acts on one trigger; never raises. Logs exactly one line.
+
+        ``request`` skips the rules: a batch window's flush has built it already.
+        """
         started = self._clock()
-        decision = self._decide(trigger)
+        decision = self._decide(trigger, request)
         decision = dataclasses.replace(
-            decision, trigger=trigger, latency_ms=(self._clock() - started) * 1000
+            decision,
+            trigger=trigger,
+            latency_ms=(self._clock() - started) * 1000,
+            window_id=decision.window_id or window_id,
         )
         self.record(decision, trace=trace)
         return decision
@@ -167,10 +202,12 @@ class Service:
             except Exception:  # history is best effort; the decision stands
                 log.exception("could not record the decision in the history store")
 
-    def _decide(self, trigger: Trigger) -> Decision:
+    def _decide(self, trigger: Trigger, prepared: RunRequest | None = None) -> Decision:
         request: RunRequest | None = None
         try:
-            planned = self.plan(trigger)
+            planned = self.typed(prepared) if prepared is not None else self.plan(trigger)
+            if isinstance(planned, rules.Batch):
+                return self._batch(trigger, planned)
             if isinstance(planned, rules.Skip):
                 return Decision(
                     outcome=Outcome.SKIPPED,
@@ -205,6 +242,122 @@ class Service:
             )
 
     def submit(self, request: RunRequest) -> Decision:
+        """Submits under the route's concurrency policy."""
+        route = self.config.route(request.route)
+        if route is None or route.concurrency == "allow":
+            return self._submit(request)
+        return self._submit_exclusive(route, request)
+
+    def _submit_exclusive(self, route: Route, request: RunRequest) -> Decision:
+        """``skip_if_running`` / ``queue_latest``: one active run per route, reserved atomically."""
+        from retrain_trigger.store import StoreError
+
+        store = self.store
+        for _ in range(5):
+            now = self._now()
+            active = store.get_active(route.name)
+            expected = ""
+            if active is not None and active.job_id != request.job_id:
+                if self._running(active.job_id):
+                    return self._hold(route, request, active.job_id, now)
+                expected = active.job_id
+            elif active is not None:
+                expected = active.job_id  # the same run again: a duplicate, let the backend say so
+            if store.set_active(route.name, request.job_id, "", now, expect_job_id=expected):
+                break
+        else:
+            raise StoreError(f"route {route.name}: could not reserve its run slot (contended)")
+        try:
+            decision = self._submit(request)
+        except BaseException:
+            store.clear_active(route.name, request.job_id)
+            raise
+        store.set_active(
+            route.name, request.job_id, decision.job_name, self._now(), expect_job_id=request.job_id
+        )
+        return decision
+
+    def _running(self, job_id: str) -> bool:
+        try:
+            return bool(self.backend.get(job_id).active)
+        except KeyError:
+            return False
+
+    def _hold(self, route: Route, request: RunRequest, active_job: str, now: float) -> Decision:
+        if route.concurrency == "skip_if_running":
+            reason = f"route {route.name} is running {active_job} (concurrency skip_if_running)"
+        else:
+            import json
+
+            previous = self.store.set_pending(
+                route.name, json.dumps(request.to_dict(), default=str), request.run_key, now
+            )
+            reason = f"queued behind {active_job} (concurrency queue_latest)"
+            if previous is not None and previous.run_key != request.run_key:
+                reason += f"; replaces the queued {previous.run_key}"
+        return Decision(
+            outcome=Outcome.SKIPPED,
+            reason=reason,
+            route=request.route,
+            run_key=request.run_key,
+            job_id=request.job_id,
+            request=request,
+            code="held",
+        )
+
+    def drain_queue(self, route: Route) -> Decision | None:
+        """Starts the route's queued run once its active run has ended (``queue_latest``)."""
+        import json
+
+        store = self.store
+        active = store.get_active(route.name)
+        if active is not None and self._running(active.job_id):
+            return None
+        pending = store.take_pending(route.name)
+        if pending is None:
+            return None
+        request = RunRequest.from_dict(json.loads(pending.request_json))
+        from retrain_trigger.model import Kind
+
+        trigger = Trigger(
+            kind=Kind(str(request.labels.get("retrain-kind", "data"))), source="queue"
+        )
+        return self.handle(trigger, request=request)
+
+    def _batch(self, trigger: Trigger, batch: rules.Batch) -> Decision:
+        from retrain_trigger.store import WindowItem
+
+        info = self.store.add_to_window(batch.route, WindowItem.from_trigger(trigger), self._now())
+        if not info.added:
+            window = self.store.get_window(info.window_id)
+            return Decision(
+                outcome=Outcome.DUPLICATE,
+                reason=f"already in batch window {info.window_id} ({info.state})",
+                route=batch.route,
+                run_key=batch.run_key,
+                job_id=window.job_id if window else "",
+                job_name=window.job_name if window else "",
+                window_id=info.window_id,
+            )
+        return Decision(
+            outcome=Outcome.SKIPPED,
+            reason=(
+                f"batched into window {info.window_id} ({info.count} object"
+                f"{'s' if info.count != 1 else ''}); one run starts when it closes"
+            ),
+            route=batch.route,
+            run_key=batch.run_key,
+            window_id=info.window_id,
+            code="batched",
+        )
+
+    def _record_history(self, decision: Decision) -> None:
+        from retrain_trigger.store import decision_entry
+
+        entry = decision_entry(decision, time=self._now(), window_id=decision.window_id)
+        self.store.record_decision(entry, ttl_seconds=self.config.history_ttl_days * 86400)
+
+    def _submit(self, request: RunRequest) -> Decision:
         template = self.template(request.template)
         handle = self.backend.submit(request, template)
         outcome = Outcome.SUBMITTED if handle.created else Outcome.DUPLICATE

@@ -1,0 +1,152 @@
+"""Batch windows: one run per batch of objects, with a manifest of what it covers.
+
+A data route with ``mode: window`` does not start a run per object: each finalized object joins
+the route's open window (``Service._batch``). :func:`flush` closes the windows that are due (quiet
+for ``quiet_seconds``, or open for ``max_wait_seconds``): it claims the window in the state store
+(so two flushes racing each other close it once), writes a JSON manifest of every object and
+generation under the route's pipeline root, records the manifest and run key, submits exactly one
+run whose parameters carry the manifest URI, and closes the window. A flush that crashes between
+the manifest and the submit leaves the window CLOSING; once its lease expires the next flush
+finishes it with the recorded run key, and Vertex answers a second create ``duplicate``.
+
+In production Cloud Scheduler calls ``POST /flush`` on the HTTP function every minute; locally the
+stack's ticker does. A flush also starts queued runs of ``queue_latest`` routes whose active run
+has ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+from typing import TYPE_CHECKING, Any
+
+from retrain_trigger import rules
+from retrain_trigger.model import Decision, Kind, Outcome, Trigger
+
+if TYPE_CHECKING:
+    from retrain_trigger.config import Route
+    from retrain_trigger.service import Service
+    from retrain_trigger.store import Window, WindowItem
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FOLDER = "manifests"
+
+
+def manifest_uri_for(route: Route, window_id: str) -> str:
+    return f"{route.pipeline_root}/{MANIFEST_FOLDER}/{route.name}/{window_id}.json"
+
+
+def manifest_body(route: Route, window: Window, items: list[WindowItem]) -> bytes:
+    """Deterministic for a given window: a re-written manifest (after a crash) is identical."""
+    objects = [
+        {
+            "uri": item.gcs_uri,
+            "bucket": item.bucket,
+            "name": item.object,
+            "generation": item.generation,
+            "size": item.size,
+        }
+        for item in items
+    ]
+    body: dict[str, Any] = {
+        "kind": "retrain-trigger.window-manifest/v1",
+        "route": route.name,
+        "window_id": window.window_id,
+        "run_key": f"window:{route.name}:{window.window_id}",
+        "opened_at": window.opened_at,
+        "count": len(objects),
+        "objects": objects,
+    }
+    return json.dumps(body, indent=1, sort_keys=True).encode()
+
+
+def write_manifest(uri: str, data: bytes) -> None:
+    if uri.startswith("gs://"):
+        from retrain_trigger import gcs
+
+        gcs.write_bytes(uri, data, content_type="application/json")
+        return
+    os.makedirs(os.path.dirname(uri), exist_ok=True)
+    tmp = f"{uri}.{secrets.token_hex(4)}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, uri)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def flush(
+    service: Service, *, now: float | None = None, owner: str = "", route: str = ""
+) -> list[Decision]:
+    """Closes every due window (one Decision each) and starts queued runs whose turn came."""
+    owner = owner or default_owner()
+    decisions: list[Decision] = []
+    store = service.store
+    lease = max(60.0, 2 * service.config.submit_deadline_seconds)
+    for candidate in service.config.routes:
+        if route and candidate.name != route:
+            continue
+        rule = candidate.data
+        if rule is not None and rule.mode == "window":
+            moment = service._now() if now is None else now
+            due = store.due_windows(
+                candidate.name, moment, rule.quiet_seconds, rule.max_wait_seconds
+            )
+            for info in due:
+                window = store.claim_window(info.window_id, owner, moment, lease)
+                if window is None:
+                    continue  # another flush holds it
+                decisions.append(close(service, candidate, window, owner))
+        if candidate.concurrency == "queue_latest":
+            started = service.drain_queue(candidate)
+            if started is not None:
+                decisions.append(started)
+    return decisions
+
+
+def close(service: Service, route: Route, window: Window, owner: str) -> Decision:
+    """Manifest, record, submit, close: the steps of one claimed window."""
+    store = service.store
+    assert route.data is not None
+    items = store.window_items(window.window_id)
+    trigger = Trigger(
+        kind=Kind.DATA,
+        source="window",
+        event_type="window.closed",
+        event_id=window.window_id,
+        bucket=route.data.bucket,
+    )
+    manifest_uri = window.manifest_uri or manifest_uri_for(route, window.window_id)
+    try:
+        if not window.manifest_uri:
+            write_manifest(manifest_uri, manifest_body(route, window, items))
+        request = rules.window_request(
+            service.config, route, window.window_id, manifest_uri, trigger
+        )
+        recorded = store.set_window_manifest(
+            window.window_id, manifest_uri, request.run_key, request.job_id
+        )
+    except Exception as exc:  # the window stays CLOSING; its lease expires and a flush retries
+        from retrain_trigger.errors import BackendUnavailable
+
+        log.warning("window %s: manifest not written: %s", window.window_id, exc)
+        return service.fail(
+            BackendUnavailable(f"window {window.window_id}: manifest not written: {exc}")
+        )
+    if recorded.run_key != request.run_key:  # an earlier flush chose already; reuse its run
+        request = rules.window_request(
+            service.config, route, window.window_id, recorded.manifest_uri, trigger
+        )
+    decision = service.handle(trigger, request=request, window_id=window.window_id)
+    held = decision.outcome is Outcome.SKIPPED and decision.code == "held"
+    if decision.outcome in (Outcome.SUBMITTED, Outcome.DUPLICATE) or (
+        held and route.concurrency == "queue_latest"
+    ):
+        store.close_window(window.window_id, owner, decision.job_name)
+    return decision

@@ -1,0 +1,235 @@
+"""Batch windows, concurrency policies and decision history through the real core, the SQLite
+store, fake-gcs-server (manifests) and the fake Vertex server (runs)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from retrain_trigger import gcs, windows
+from retrain_trigger.config import parse_config
+from retrain_trigger.history import explain
+from retrain_trigger.model import Kind, Outcome, Trigger
+from retrain_trigger.service import Service
+from tests.conftest import MNIST_TEMPLATE
+
+CONFIG = """
+project: test-project
+region: us-central1
+backend: vertex
+vertex_endpoint: {endpoint}
+local: {{state_dir: "{state_dir}"}}
+history: {{enabled: true, ttl_days: 7}}
+limits: {{submit_deadline_seconds: 2}}
+routes:
+  - name: batch
+    template: {template}
+    pipeline_root: gs://win-bucket/pipeline-root
+    parameters:
+      data_uri: "{{data_uri}}"
+      model_registry_uri: gs://win-bucket/models
+    data:
+      bucket: win-bucket
+      include: ["daily/**"]
+      exclude: ["**/*.md"]
+      mode: window
+      quiet_seconds: 60
+      max_wait_seconds: 600
+    concurrency: {concurrency}
+  - name: exclusive
+    template: {template}
+    pipeline_root: gs://win-bucket/exclusive-root
+    parameters:
+      data_uri: "{{data_uri}}"
+      model_registry_uri: gs://win-bucket/models
+    data: {{bucket: win-bucket, include: ["single/**"]}}
+    code: true
+    concurrency: {concurrency}
+"""
+
+
+@pytest.fixture
+def make_service(tmp_path, fake_vertex, fake_gcs):
+    fake_gcs_buckets = set()
+
+    def make(concurrency="allow", clock=None):
+        if "win-bucket" not in fake_gcs_buckets:
+            try:
+                fake_gcs.create_bucket("win-bucket")
+            except Exception:
+                pass
+            fake_gcs_buckets.add("win-bucket")
+        text = CONFIG.format(
+            endpoint=fake_vertex.endpoint,
+            state_dir=tmp_path / "state",
+            template=MNIST_TEMPLATE,
+            concurrency=concurrency,
+        )
+        config = parse_config(text, source=str(tmp_path / "retrain.yaml"), env={})
+        kwargs = {"wall_clock": clock} if clock else {}
+        return Service.from_config(config, **kwargs)
+
+    return make
+
+
+class Clock:
+    def __init__(self, start=1_800_000_000.0):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+
+def obj(name, generation="1", size=100, bucket="win-bucket"):
+    return Trigger(
+        kind=Kind.DATA,
+        source="test",
+        event_type="OBJECT_FINALIZE",
+        bucket=bucket,
+        object=name,
+        generation=generation,
+        size=size,
+        event_id=f"e-{name}-{generation}",
+    )
+
+
+def test_two_hundred_objects_make_one_run_with_a_manifest(make_service, fake_vertex):
+    clock = Clock()
+    service = make_service(clock=clock)
+    for i in range(200):
+        decision = service.handle(
+            obj(f"daily/2026-11-27/part-{i:04d}.csv", generation=str(1000 + i))
+        )
+        assert decision.outcome is Outcome.SKIPPED and "batched into window" in decision.reason
+        clock.now += 0.5
+    again = service.handle(obj("daily/2026-11-27/part-0007.csv", generation="1007"))
+    assert again.outcome is Outcome.DUPLICATE and "already in batch window" in again.reason
+    assert windows.flush(service) == []  # still open: not quiet yet
+    clock.now += 61
+    [decision] = windows.flush(service)
+    assert decision.outcome is Outcome.SUBMITTED, decision
+    assert len(fake_vertex.jobs) == 1
+    job = next(iter(fake_vertex.jobs.values()))
+    manifest_uri = job["runtimeConfig"]["parameterValues"]["data_uri"]
+    assert manifest_uri.startswith("gs://win-bucket/pipeline-root/manifests/batch/")
+    manifest = json.loads(gcs.read_bytes(manifest_uri, max_bytes=1 << 20))
+    assert manifest["count"] == 200
+    assert {o["generation"] for o in manifest["objects"]} == {str(1000 + i) for i in range(200)}
+    assert windows.flush(service) == []  # closed: nothing more
+    # an object arriving after the close opens a new window
+    late = service.handle(obj("daily/2026-11-28/part-0000.csv", generation="5"))
+    assert late.window_id and late.window_id != decision.window_id
+
+
+def test_window_closes_at_max_wait_even_if_busy(make_service, fake_vertex):
+    clock = Clock()
+    service = make_service(clock=clock)
+    for i in range(25):
+        service.handle(obj(f"daily/x/part-{i}.csv", generation=str(i + 1)))
+        clock.now += 30  # never quiet for 60 s
+    [decision] = windows.flush(service)
+    assert decision.outcome is Outcome.SUBMITTED
+    assert len(fake_vertex.jobs) == 1
+
+
+def test_two_concurrent_flushes_submit_one_run(make_service, fake_vertex):
+    clock = Clock()
+    first, second = make_service(clock=clock), make_service(clock=clock)
+    for i in range(20):
+        first.handle(obj(f"daily/c/part-{i}.csv", generation=str(i + 1)))
+    clock.now += 120
+    fake_vertex.inject("create", hang=0.3)  # widen the race
+    results: list = []
+    barrier = threading.Barrier(2)
+
+    def run(service):
+        barrier.wait()
+        results.extend(windows.flush(service))
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fake_vertex.jobs) == 1
+    assert [d.outcome for d in results] == [Outcome.SUBMITTED]
+
+
+def test_crash_between_manifest_and_submit_is_recovered(make_service, fake_vertex):
+    clock = Clock()
+    service = make_service(clock=clock)
+    for i in range(3):
+        service.handle(obj(f"daily/r/part-{i}.csv", generation=str(i + 1)))
+    clock.now += 120
+    fake_vertex.inject("create", status=503, times=None)
+    [failed] = windows.flush(service)
+    assert failed.outcome is Outcome.FAILED and failed.retryable
+    assert windows.flush(service) == []  # still leased by the failed flush
+    fake_vertex.clear_faults()
+    clock.now += 3600  # the lease expires
+    [recovered] = windows.flush(service)
+    assert recovered.outcome is Outcome.SUBMITTED
+    assert recovered.run_key == failed.run_key
+    assert len(fake_vertex.jobs) == 1
+
+
+def _code(sha):
+    return Trigger(kind=Kind.CODE, source="http", commit_sha=sha, route="exclusive")
+
+
+def test_skip_if_running(make_service, fake_vertex):
+    service = make_service("skip_if_running")
+    first = service.handle(_code("aaaaaaa1"))
+    assert first.outcome is Outcome.SUBMITTED
+    second = service.handle(_code("aaaaaaa2"))
+    assert second.outcome is Outcome.SKIPPED
+    assert f"is running {first.job_id}" in second.reason
+    fake_vertex.set_state(first.job_id, "SUCCEEDED")
+    third = service.handle(_code("aaaaaaa3"))
+    assert third.outcome is Outcome.SUBMITTED
+    assert len(fake_vertex.jobs) == 2
+
+
+def test_queue_latest_keeps_only_the_newest(make_service, fake_vertex):
+    service = make_service("queue_latest")
+    first = service.handle(_code("bbbbbbb1"))
+    assert first.outcome is Outcome.SUBMITTED
+    queued = service.handle(_code("bbbbbbb2"))
+    assert queued.outcome is Outcome.SKIPPED and "queued behind" in queued.reason
+    newer = service.handle(_code("bbbbbbb3"))
+    assert "replaces the queued code:bbbbbbb2" in newer.reason
+    assert windows.flush(service) == []  # the first run is still running
+    fake_vertex.set_state(first.job_id, "SUCCEEDED")
+    [started] = windows.flush(service)
+    assert started.outcome is Outcome.SUBMITTED
+    assert started.run_key == "code:bbbbbbb3:"
+    assert len(fake_vertex.jobs) == 2
+    assert windows.flush(service) == []
+
+
+def test_why_explains_filtered_batched_and_submitted(make_service, fake_vertex):
+    clock = Clock()
+    service = make_service(clock=clock)
+    service.handle(obj("daily/notes.md", generation="9"))
+    service.handle(obj("single/a.csv", generation="3"))
+    service.handle(obj("daily/b.csv", generation="4"))
+
+    filtered = explain(service, "gs://win-bucket/daily/notes.md")["decisions"]
+    assert filtered[0]["decision"] == "skipped"
+    assert "no route's data rule matches" in filtered[0]["reason"]
+
+    submitted = explain(service, "gs://win-bucket/single/a.csv")["decisions"]
+    assert submitted[0]["decision"] == "submitted"
+    assert submitted[0]["run_state"] == "PENDING"
+
+    batched = explain(service, "gs://win-bucket/daily/b.csv")["decisions"]
+    assert batched[0]["decision"] == "skipped"
+    assert batched[0]["window"]["state"] == "OPEN"
+    clock.now += 120
+    windows.flush(service)
+    batched = explain(service, "gs://win-bucket/daily/b.csv")["decisions"]
+    assert batched[0]["window"]["state"] == "CLOSED"
+    assert batched[0]["job_id"].startswith("batch-data-window-")
+    assert batched[0]["run_state"] == "PENDING"
