@@ -64,6 +64,8 @@ class FakeGcs:
         self._process = None
 
     def create_bucket(self, name: str) -> None:
+        """Creates the bucket; one that exists already is left as it is."""
+        from google.api_core.exceptions import Conflict
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
@@ -72,4 +74,7 @@ class FakeGcs:
             credentials=AnonymousCredentials(),
             client_options={"api_endpoint": self.url},
         )
-        client.create_bucket(name)
+        try:
+            client.create_bucket(name)
+        except Conflict:
+            pass

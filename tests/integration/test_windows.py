@@ -52,15 +52,9 @@ routes:
 
 @pytest.fixture
 def make_service(tmp_path, fake_vertex, fake_gcs):
-    fake_gcs_buckets = set()
+    fake_gcs.create_bucket("win-bucket")
 
     def make(concurrency="allow", clock=None):
-        if "win-bucket" not in fake_gcs_buckets:
-            try:
-                fake_gcs.create_bucket("win-bucket")
-            except Exception:
-                pass
-            fake_gcs_buckets.add("win-bucket")
         text = CONFIG.format(
             endpoint=fake_vertex.endpoint,
             state_dir=tmp_path / "state",
