@@ -1,0 +1,503 @@
+"""The state store protocol and the values it holds.
+
+Three kinds of state, each safe against two function instances racing each other:
+
+- **Batch windows** of data routes. Events accumulate in the route's one OPEN window; a flush claims
+  a due window (OPEN -> CLOSING, with an owner and a lease), records the manifest and the run key it
+  is about to submit, submits, and closes it (CLOSING -> CLOSED). A crash between the manifest and
+  the submit leaves a CLOSING window whose lease expires; the next flush reclaims it and submits the
+  recorded run key again (a second create with the same job id answers ``duplicate``).
+- **Concurrency** of routes whose policy is ``skip_if_running`` or ``queue_latest``: the route's
+  active job, and at most one pending (queued) run per route, replaced by newer ones.
+- **Decision history**, kept for a time-to-live and queried by object, time, route and outcome.
+
+Times are seconds since the epoch (floats) throughout; every operation that depends on the time
+takes it as ``now`` so that callers and tests control the clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+import secrets
+import time as _time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from retrain_trigger.errors import SubmitError
+
+if TYPE_CHECKING:
+    from retrain_trigger.model import Decision, Trigger
+
+DEFAULT_DECISION_LIMIT = 100
+DEFAULT_OBJECT_LIMIT = 20
+
+_ROUTE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+# Decision ids sort newest first: the first part counts milliseconds down from this bound.
+_MAX_MILLIS = 10**13 - 1
+
+
+class StoreError(SubmitError):
+    """The state store could not be read or written (busy, unavailable, contended).
+
+    Retryable: the event entry point raises and the platform redelivers the event later.
+    """
+
+    retryable = True
+
+
+class WindowState(enum.StrEnum):
+    OPEN = "OPEN"
+    CLOSING = "CLOSING"
+    CLOSED = "CLOSED"
+
+
+@dataclass(frozen=True)
+class WindowItem:
+    """One finalized object in a batch window; identified by ``gs://bucket/object#generation``."""
+
+    bucket: str
+    object: str
+    generation: str
+    size: int | None = None
+    event_id: str = ""
+    event_time: str = ""
+    added_at: float = 0.0
+
+    @property
+    def gcs_uri(self) -> str:
+        return f"gs://{self.bucket}/{self.object}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.gcs_uri}#{self.generation}"
+
+    @classmethod
+    def from_trigger(cls, trigger: Trigger) -> WindowItem:
+        return cls(
+            bucket=trigger.bucket,
+            object=trigger.object,
+            generation=str(trigger.generation),
+            size=trigger.size,
+            event_id=trigger.event_id,
+            event_time=trigger.event_time,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "object": self.object,
+            "generation": self.generation,
+            "size": self.size,
+            "event_id": self.event_id,
+            "event_time": self.event_time,
+            "added_at": self.added_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WindowItem:
+        size = data.get("size")
+        return cls(
+            bucket=str(data.get("bucket") or ""),
+            object=str(data.get("object") or ""),
+            generation=str(data.get("generation") or ""),
+            size=None if size is None else int(size),
+            event_id=str(data.get("event_id") or ""),
+            event_time=str(data.get("event_time") or ""),
+            added_at=float(data.get("added_at") or 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class WindowInfo:
+    """A window as seen when adding to it or when looking for due ones.
+
+    ``added`` is False when the item was already recorded for the route (a redelivery); the info
+    then describes the window that holds it, which may be CLOSING or CLOSED already.
+    """
+
+    window_id: str
+    route: str
+    state: WindowState
+    count: int
+    opened_at: float
+    last_event_at: float
+    added: bool = True
+
+
+@dataclass(frozen=True)
+class Window:
+    """A batch window with its lease and the run it became."""
+
+    window_id: str
+    route: str
+    state: WindowState
+    opened_at: float
+    last_event_at: float
+    count: int = 0
+    owner: str = ""
+    lease_until: float | None = None
+    claimed_at: float | None = None
+    claims: int = 0
+    manifest_uri: str = ""
+    run_key: str = ""
+    job_id: str = ""
+    job_name: str = ""
+    closed_at: float | None = None
+
+    def info(self, *, added: bool = True) -> WindowInfo:
+        return WindowInfo(
+            window_id=self.window_id,
+            route=self.route,
+            state=self.state,
+            count=self.count,
+            opened_at=self.opened_at,
+            last_event_at=self.last_event_at,
+            added=added,
+        )
+
+    def lease_expired(self, now: float) -> bool:
+        return self.lease_until is None or self.lease_until <= now
+
+    def due(self, now: float, quiet_seconds: float, max_wait_seconds: float) -> bool:
+        """OPEN and quiet for ``quiet_seconds`` or open for ``max_wait_seconds``; or CLOSING
+        with an expired lease (its flush crashed and must be finished)."""
+        if self.state is WindowState.OPEN:
+            return (
+                now - self.last_event_at >= quiet_seconds
+                or now - self.opened_at >= max_wait_seconds
+            )
+        return self.state is WindowState.CLOSING and self.lease_expired(now)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The one run waiting for a route's active job to finish (``queue_latest``)."""
+
+    route: str
+    run_key: str
+    request_json: str
+    queued_at: float
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    """The job a route is running (``skip_if_running`` and ``queue_latest``)."""
+
+    route: str
+    job_id: str
+    job_name: str
+    started_at: float
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Windows, concurrency leases and decision history; SQLite locally, Firestore in production.
+
+    Every read-modify-write is one transaction, so two instances racing each other stay correct.
+    Failures to reach the store raise :class:`StoreError` (retryable).
+    """
+
+    # -- batch windows -------------------------------------------------------------------------
+
+    def add_to_window(self, route: str, item: WindowItem, now: float) -> WindowInfo:
+        """Adds the item to the route's OPEN window, creating one if there is none.
+
+        Atomic. An item already recorded for the route (same ``gs://bucket/object#generation``, in
+        any window) is not added again: ``added`` is False and the window is left untouched.
+        """
+        ...
+
+    def due_windows(
+        self, route: str | None, now: float, quiet_seconds: float, max_wait_seconds: float
+    ) -> list[WindowInfo]:
+        """OPEN windows due to close (quiet, or open too long), and CLOSING windows whose lease
+        expired (a flush that crashed). Oldest first."""
+        ...
+
+    def claim_window(
+        self, window_id: str, owner: str, now: float, lease_seconds: float
+    ) -> Window | None:
+        """OPEN -> CLOSING for ``owner`` until ``now + lease_seconds``; atomic.
+
+        Also succeeds on a CLOSING window whose lease expired, or that ``owner`` holds already
+        (a renewal). Returns None when another owner holds it or it is CLOSED. Events arriving
+        after the claim go to a new window.
+        """
+        ...
+
+    def window_items(self, window_id: str) -> list[WindowItem]:
+        """The window's items in the order they were added."""
+        ...
+
+    def set_window_manifest(
+        self, window_id: str, manifest_uri: str, run_key: str, job_id: str
+    ) -> Window:
+        """Records, before the submit, what the CLOSING window is about to start.
+
+        The first recorded run key wins: when one is recorded already (an earlier, crashed or
+        slower flush), nothing changes and the stored values are returned for reuse. Raises
+        ``LookupError`` for an unknown window and ``ValueError`` for an OPEN one.
+        """
+        ...
+
+    def close_window(
+        self, window_id: str, owner: str, job_name: str, now: float | None = None
+    ) -> bool:
+        """CLOSING -> CLOSED, only by the lease owner. True also when ``owner`` closed it already."""
+        ...
+
+    def get_window(self, window_id: str) -> Window | None: ...
+
+    def list_windows(self, route: str, state: WindowState | str | None = None) -> list[Window]:
+        """The route's windows, oldest first."""
+        ...
+
+    # -- concurrency ---------------------------------------------------------------------------
+
+    def set_pending(
+        self, route: str, request_json: str, run_key: str, now: float
+    ) -> Pending | None:
+        """Makes this the route's one waiting run; returns the one it replaced, if any."""
+        ...
+
+    def take_pending(self, route: str) -> Pending | None:
+        """Removes and returns the route's waiting run; atomic, so only one taker gets it."""
+        ...
+
+    def get_pending(self, route: str) -> Pending | None: ...
+
+    def set_active(
+        self,
+        route: str,
+        job_id: str,
+        job_name: str,
+        now: float,
+        *,
+        expect_job_id: str | None = None,
+    ) -> bool:
+        """Records the route's active job.
+
+        With ``expect_job_id`` the write happens only when the current active job id equals it
+        (``""``: no active job), which makes "start only if nothing runs" atomic. Returns whether
+        the record was written.
+        """
+        ...
+
+    def get_active(self, route: str) -> ActiveJob | None: ...
+
+    def clear_active(self, route: str, job_id: str) -> bool:
+        """Removes the active job record only if it still names ``job_id``."""
+        ...
+
+    # -- decision history ----------------------------------------------------------------------
+
+    def record_decision(self, entry: Mapping[str, Any], ttl_seconds: float) -> str:
+        """Stores one decision until ``entry["time"] + ttl_seconds``; returns its id.
+
+        ``entry`` holds time, outcome, reason, route, run_key, job_id, job, trigger (kind,
+        bucket, object, generation, event_id ...) and window_id; see :func:`decision_entry`.
+        ``time`` may be seconds since the epoch, an RFC 3339 string or a datetime.
+        """
+        ...
+
+    def decisions_for_object(
+        self, gs_uri: str, limit: int = DEFAULT_OBJECT_LIMIT
+    ) -> list[dict[str, Any]]:
+        """Unexpired decisions about ``gs://bucket/object`` (any generation), newest first."""
+        ...
+
+    def list_decisions(
+        self,
+        since: float,
+        until: float | None = None,
+        route: str | None = None,
+        outcome: str | None = None,
+        limit: int = DEFAULT_DECISION_LIMIT,
+    ) -> list[dict[str, Any]]:
+        """Unexpired decisions with ``since <= time < until``, newest first."""
+        ...
+
+    def purge_expired(self, now: float) -> int:
+        """Deletes decisions that expired at or before ``now``; returns how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def check_route(route: str) -> str:
+    """Route names become parts of keys and document ids: no '/', nothing exotic."""
+    if not isinstance(route, str) or not _ROUTE.match(route):
+        raise ValueError(f"invalid route name for the state store: {route!r}")
+    return route
+
+
+def new_window_id(route: str, now: float) -> str:
+    """``<route>__<yyyymmdd-hhmmss>-<random>``: readable, sortable within a route, no '/'."""
+    stamp = _time.strftime("%Y%m%d-%H%M%S", _time.gmtime(now))
+    return f"{route}__{stamp}-{secrets.token_hex(3)}"
+
+
+def digest(text: str, length: int = 40) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def item_doc_id(route: str, item_key: str) -> str:
+    """The id of an item's record: unique per route and ``gs://bucket/object#generation``."""
+    return f"{route}__{digest(item_key)}"
+
+
+def object_key(gs_uri: str) -> str:
+    """The indexed form of ``gs://bucket/object`` in the decision history."""
+    return digest(gs_uri, 32)
+
+
+def decision_id(moment: float) -> str:
+    """Sorts newest first: milliseconds counted down, then a random part."""
+    millis = min(max(int(moment * 1000), 0), _MAX_MILLIS)
+    return f"{_MAX_MILLIS - millis:013d}-{secrets.token_hex(6)}"
+
+
+def decision_id_bound(moment: float) -> str:
+    """The id prefix of decisions made in the millisecond of ``moment``."""
+    millis = min(max(int(moment * 1000), 0), _MAX_MILLIS)
+    return f"{_MAX_MILLIS - millis:013d}"
+
+
+def entry_time(value: Any, default: float) -> float:
+    """Seconds since the epoch from a number, an RFC 3339 string or a datetime."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise ValueError(f"decision time must be a time, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.timestamp()
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"decision time is not RFC 3339: {value!r}") from None
+        return entry_time(moment, default)
+    raise ValueError(f"decision time must be a time, got {value!r}")
+
+
+def entry_object_uri(entry: Mapping[str, Any]) -> str:
+    """``gs://bucket/object`` of a data decision, else ``""``."""
+    trigger = entry.get("trigger") or {}
+    if isinstance(trigger, Mapping) and trigger.get("bucket") and trigger.get("object"):
+        return f"gs://{trigger['bucket']}/{trigger['object']}"
+    uri = entry.get("gs_uri") or ""
+    return str(uri) if str(uri).startswith("gs://") else ""
+
+
+def rfc3339(moment: float) -> str:
+    stamp = datetime.fromtimestamp(moment, tz=UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """A decision entry prepared for storage: the JSON text and the fields queries use."""
+
+    id: str
+    time: float
+    expire_at: float
+    route: str
+    outcome: str
+    object_key: str
+    run_key: str
+    job_id: str
+    window_id: str
+    entry_json: str
+
+    @classmethod
+    def prepare(cls, entry: Mapping[str, Any], ttl_seconds: float, now: float) -> DecisionRecord:
+        if not ttl_seconds or ttl_seconds <= 0:
+            raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
+        data = dict(entry)
+        moment = entry_time(data.get("time"), now)
+        if data.get("time") in (None, ""):
+            data["time"] = moment
+        uri = entry_object_uri(data)
+        return cls(
+            id=decision_id(moment),
+            time=moment,
+            expire_at=moment + float(ttl_seconds),
+            route=str(data.get("route") or ""),
+            outcome=str(data.get("outcome") or ""),
+            object_key=object_key(uri) if uri else "",
+            run_key=str(data.get("run_key") or ""),
+            job_id=str(data.get("job_id") or ""),
+            window_id=str(data.get("window_id") or ""),
+            entry_json=dumps(data),
+        )
+
+    @staticmethod
+    def output(record_id: str, entry_json: str, expire_at: float) -> dict[str, Any]:
+        """What queries answer: the entry as recorded, plus its id and expiry."""
+        out = json.loads(entry_json)
+        out["id"] = record_id
+        out["expire_at"] = rfc3339(expire_at)
+        return out
+
+
+_TRIGGER_FIELDS = (
+    "kind",
+    "source",
+    "event_id",
+    "event_time",
+    "event_type",
+    "bucket",
+    "object",
+    "generation",
+    "size",
+    "commit_sha",
+    "image_uri",
+    "build_id",
+    "branch",
+    "model_uri",
+    "force",
+    "nonce",
+)
+
+
+def decision_entry(decision: Decision, *, time: float, window_id: str = "") -> dict[str, Any]:
+    """The history entry of one Decision (what ``record_decision`` expects).
+
+    ``window_id`` defaults to the decision's own, when it has one.
+    """
+    trigger: dict[str, Any] = {}
+    if decision.trigger is not None:
+        raw = decision.trigger.to_dict()
+        trigger = {name: raw[name] for name in _TRIGGER_FIELDS if name in raw}
+    entry: dict[str, Any] = {
+        "time": time,
+        "outcome": str(decision.outcome),
+        "reason": decision.reason,
+        "route": decision.route,
+        "run_key": decision.run_key,
+        "job_id": decision.job_id,
+        "job": decision.job_name,
+        "status": decision.status,
+        "trigger": trigger,
+        "window_id": window_id or getattr(decision, "window_id", "") or "",
+    }
+    if decision.code:
+        entry["code"] = decision.code
+    if decision.retryable:
+        entry["retryable"] = True
+    return entry

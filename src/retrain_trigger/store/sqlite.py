@@ -1,0 +1,537 @@
+"""The state store in one SQLite file, ``<state_dir>/state.sqlite3``: the local default.
+
+Safe across threads and processes (two functions-framework servers share the file): every
+operation opens its own short-lived connection, the database runs in WAL mode with a busy timeout,
+and every read-modify-write is one ``BEGIN IMMEDIATE`` transaction, which takes the write lock
+before it reads. A partial unique index keeps at most one OPEN window per route even so.
+
+Tables::
+
+    windows       (window_id PK, route, state, opened_at, last_event_at, item_count, owner,
+                   lease_until, claimed_at, claims, manifest_uri, run_key, job_id, job_name,
+                   closed_at)                     one OPEN per route (unique partial index)
+    window_items  ((route, item_key) PK, window_id, seq, bucket, object, generation, size,
+                   event_id, event_time, added_at)
+    pending       (route PK, run_key, request_json, queued_at)
+    active        (route PK, job_id, job_name, started_at)
+    decisions     (id PK, time, expire_at, route, outcome, object_key, run_key, job_id,
+                   window_id, entry)              indexed by object, route, outcome, time, expiry
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from retrain_trigger.store.base import (
+    DEFAULT_DECISION_LIMIT,
+    DEFAULT_OBJECT_LIMIT,
+    ActiveJob,
+    DecisionRecord,
+    Pending,
+    StoreError,
+    Window,
+    WindowInfo,
+    WindowItem,
+    WindowState,
+    check_route,
+    new_window_id,
+    object_key,
+)
+
+STATE_FILE = "state.sqlite3"
+SCHEMA_VERSION = 1
+DEFAULT_BUSY_TIMEOUT = 10.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS windows (
+    window_id     TEXT PRIMARY KEY,
+    route         TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    opened_at     REAL NOT NULL,
+    last_event_at REAL NOT NULL,
+    item_count    INTEGER NOT NULL DEFAULT 0,
+    owner         TEXT NOT NULL DEFAULT '',
+    lease_until   REAL,
+    claimed_at    REAL,
+    claims        INTEGER NOT NULL DEFAULT 0,
+    manifest_uri  TEXT NOT NULL DEFAULT '',
+    run_key       TEXT NOT NULL DEFAULT '',
+    job_id        TEXT NOT NULL DEFAULT '',
+    job_name      TEXT NOT NULL DEFAULT '',
+    closed_at     REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS windows_one_open ON windows (route) WHERE state = 'OPEN';
+CREATE INDEX IF NOT EXISTS windows_by_state ON windows (state, route, opened_at);
+CREATE INDEX IF NOT EXISTS windows_by_route ON windows (route, opened_at);
+CREATE TABLE IF NOT EXISTS window_items (
+    route       TEXT NOT NULL,
+    item_key    TEXT NOT NULL,
+    window_id   TEXT NOT NULL REFERENCES windows (window_id),
+    seq         INTEGER NOT NULL,
+    bucket      TEXT NOT NULL,
+    object      TEXT NOT NULL,
+    generation  TEXT NOT NULL,
+    size        INTEGER,
+    event_id    TEXT NOT NULL DEFAULT '',
+    event_time  TEXT NOT NULL DEFAULT '',
+    added_at    REAL NOT NULL,
+    PRIMARY KEY (route, item_key)
+);
+CREATE INDEX IF NOT EXISTS window_items_by_window ON window_items (window_id, seq);
+CREATE TABLE IF NOT EXISTS pending (
+    route        TEXT PRIMARY KEY,
+    run_key      TEXT NOT NULL,
+    request_json TEXT NOT NULL,
+    queued_at    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS active (
+    route      TEXT PRIMARY KEY,
+    job_id     TEXT NOT NULL,
+    job_name   TEXT NOT NULL DEFAULT '',
+    started_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id         TEXT PRIMARY KEY,
+    time       REAL NOT NULL,
+    expire_at  REAL NOT NULL,
+    route      TEXT NOT NULL DEFAULT '',
+    outcome    TEXT NOT NULL DEFAULT '',
+    object_key TEXT NOT NULL DEFAULT '',
+    run_key    TEXT NOT NULL DEFAULT '',
+    job_id     TEXT NOT NULL DEFAULT '',
+    window_id  TEXT NOT NULL DEFAULT '',
+    entry      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_by_object ON decisions (object_key, time DESC)
+    WHERE object_key != '';
+CREATE INDEX IF NOT EXISTS decisions_by_route ON decisions (route, time DESC);
+CREATE INDEX IF NOT EXISTS decisions_by_outcome ON decisions (outcome, time DESC);
+CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (time DESC);
+CREATE INDEX IF NOT EXISTS decisions_by_expiry ON decisions (expire_at);
+"""
+
+_WINDOW_COLUMNS = (
+    "window_id, route, state, opened_at, last_event_at, item_count, owner, lease_until, "
+    "claimed_at, claims, manifest_uri, run_key, job_id, job_name, closed_at"
+)
+
+
+def state_path(state_dir: str | os.PathLike[str]) -> str:
+    return os.path.join(os.fspath(state_dir), STATE_FILE)
+
+
+def _window(row: sqlite3.Row) -> Window:
+    return Window(
+        window_id=row["window_id"],
+        route=row["route"],
+        state=WindowState(row["state"]),
+        opened_at=row["opened_at"],
+        last_event_at=row["last_event_at"],
+        count=row["item_count"],
+        owner=row["owner"],
+        lease_until=row["lease_until"],
+        claimed_at=row["claimed_at"],
+        claims=row["claims"],
+        manifest_uri=row["manifest_uri"],
+        run_key=row["run_key"],
+        job_id=row["job_id"],
+        job_name=row["job_name"],
+        closed_at=row["closed_at"],
+    )
+
+
+class SQLiteStore:
+    """The :class:`~retrain_trigger.store.base.StateStore` on one SQLite file."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.busy_timeout = busy_timeout
+        self._clock = clock
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._init_schema()
+
+    @classmethod
+    def for_state_dir(cls, state_dir: str | os.PathLike[str], **kwargs: Any) -> SQLiteStore:
+        return cls(state_path(state_dir), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            raise StoreError(f"state store {self.path}: {exc}") from exc
+        try:
+            yield conn
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"state store {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction holding the write lock from its start (``BEGIN IMMEDIATE``)."""
+        with self._read() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _init_schema(self) -> None:
+        with self._read() as conn:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":  # pragma: no cover - e.g. a file system without shm
+                raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode})")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} has schema version {version}, newer than {SCHEMA_VERSION}",
+                        retryable=False,
+                    )
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Nothing to release: connections live for one operation."""
+
+    # -- windows -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _get_window(conn: sqlite3.Connection, window_id: str) -> Window | None:
+        row = conn.execute(
+            f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE window_id = ?", (window_id,)
+        ).fetchone()
+        return _window(row) if row else None
+
+    def add_to_window(self, route: str, item: WindowItem, now: float) -> WindowInfo:
+        check_route(route)
+        with self._write() as conn:
+            held = conn.execute(
+                "SELECT window_id FROM window_items WHERE route = ? AND item_key = ?",
+                (route, item.key),
+            ).fetchone()
+            if held:
+                window = self._get_window(conn, held["window_id"])
+                assert window is not None
+                return window.info(added=False)
+            row = conn.execute(
+                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE route = ? AND state = 'OPEN'",
+                (route,),
+            ).fetchone()
+            if row is None:
+                window_id = new_window_id(route, now)
+                conn.execute(
+                    "INSERT INTO windows (window_id, route, state, opened_at, last_event_at) "
+                    "VALUES (?, ?, 'OPEN', ?, ?)",
+                    (window_id, route, now, now),
+                )
+                seq = 0
+            else:
+                window_id = row["window_id"]
+                seq = row["item_count"]
+            conn.execute(
+                "INSERT INTO window_items (route, item_key, window_id, seq, bucket, object, "
+                "generation, size, event_id, event_time, added_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    route,
+                    item.key,
+                    window_id,
+                    seq,
+                    item.bucket,
+                    item.object,
+                    item.generation,
+                    item.size,
+                    item.event_id,
+                    item.event_time,
+                    now,
+                ),
+            )
+            conn.execute(
+                "UPDATE windows SET item_count = item_count + 1, "
+                "last_event_at = MAX(last_event_at, ?) WHERE window_id = ?",
+                (now, window_id),
+            )
+            window = self._get_window(conn, window_id)
+            assert window is not None
+            return window.info(added=True)
+
+    def due_windows(
+        self, route: str | None, now: float, quiet_seconds: float, max_wait_seconds: float
+    ) -> list[WindowInfo]:
+        sql = f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE state IN ('OPEN', 'CLOSING')"
+        args: tuple[Any, ...] = ()
+        if route is not None:
+            sql += " AND route = ?"
+            args = (check_route(route),)
+        with self._read() as conn:
+            windows = [_window(row) for row in conn.execute(sql + " ORDER BY opened_at", args)]
+        return [w.info() for w in windows if w.due(now, quiet_seconds, max_wait_seconds)]
+
+    def claim_window(
+        self, window_id: str, owner: str, now: float, lease_seconds: float
+    ) -> Window | None:
+        if not owner:
+            raise ValueError("a window claim needs an owner")
+        with self._write() as conn:
+            window = self._get_window(conn, window_id)
+            if window is None or window.state is WindowState.CLOSED:
+                return None
+            if window.state is WindowState.CLOSING and not (
+                window.owner == owner or window.lease_expired(now)
+            ):
+                return None
+            conn.execute(
+                "UPDATE windows SET state = 'CLOSING', owner = ?, lease_until = ?, "
+                "claimed_at = ?, claims = claims + 1 WHERE window_id = ?",
+                (owner, now + lease_seconds, now, window_id),
+            )
+            return self._get_window(conn, window_id)
+
+    def window_items(self, window_id: str) -> list[WindowItem]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT bucket, object, generation, size, event_id, event_time, added_at "
+                "FROM window_items WHERE window_id = ? ORDER BY seq",
+                (window_id,),
+            ).fetchall()
+        return [WindowItem.from_dict(dict(row)) for row in rows]
+
+    def set_window_manifest(
+        self, window_id: str, manifest_uri: str, run_key: str, job_id: str
+    ) -> Window:
+        if not run_key or not job_id:
+            raise ValueError("a window manifest needs a run key and a job id")
+        with self._write() as conn:
+            window = self._get_window(conn, window_id)
+            if window is None:
+                raise LookupError(f"no window {window_id!r}")
+            if window.state is WindowState.OPEN:
+                raise ValueError(f"window {window_id!r} is OPEN: claim it first")
+            if window.run_key or window.state is not WindowState.CLOSING:
+                return window
+            conn.execute(
+                "UPDATE windows SET manifest_uri = ?, run_key = ?, job_id = ? WHERE window_id = ?",
+                (manifest_uri, run_key, job_id, window_id),
+            )
+            updated = self._get_window(conn, window_id)
+            assert updated is not None
+            return updated
+
+    def close_window(
+        self, window_id: str, owner: str, job_name: str, now: float | None = None
+    ) -> bool:
+        closed_at = self._clock() if now is None else now
+        with self._write() as conn:
+            window = self._get_window(conn, window_id)
+            if window is None or window.owner != owner:
+                return False
+            if window.state is WindowState.CLOSED:
+                return True
+            if window.state is not WindowState.CLOSING:
+                return False
+            conn.execute(
+                "UPDATE windows SET state = 'CLOSED', job_name = ?, closed_at = ?, "
+                "lease_until = NULL WHERE window_id = ?",
+                (job_name, closed_at, window_id),
+            )
+            return True
+
+    def get_window(self, window_id: str) -> Window | None:
+        with self._read() as conn:
+            return self._get_window(conn, window_id)
+
+    def list_windows(self, route: str, state: WindowState | str | None = None) -> list[Window]:
+        sql = f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE route = ?"
+        args: tuple[Any, ...] = (check_route(route),)
+        if state is not None:
+            sql += " AND state = ?"
+            args += (str(WindowState(state)),)
+        with self._read() as conn:
+            return [_window(row) for row in conn.execute(sql + " ORDER BY opened_at", args)]
+
+    # -- concurrency -------------------------------------------------------------------------
+
+    @staticmethod
+    def _pending(row: sqlite3.Row | None) -> Pending | None:
+        if row is None:
+            return None
+        return Pending(
+            route=row["route"],
+            run_key=row["run_key"],
+            request_json=row["request_json"],
+            queued_at=row["queued_at"],
+        )
+
+    def set_pending(
+        self, route: str, request_json: str, run_key: str, now: float
+    ) -> Pending | None:
+        check_route(route)
+        with self._write() as conn:
+            previous = self._pending(
+                conn.execute("SELECT * FROM pending WHERE route = ?", (route,)).fetchone()
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO pending (route, run_key, request_json, queued_at) "
+                "VALUES (?, ?, ?, ?)",
+                (route, run_key, request_json, now),
+            )
+            return previous
+
+    def take_pending(self, route: str) -> Pending | None:
+        check_route(route)
+        with self._write() as conn:
+            pending = self._pending(
+                conn.execute("SELECT * FROM pending WHERE route = ?", (route,)).fetchone()
+            )
+            if pending is not None:
+                conn.execute("DELETE FROM pending WHERE route = ?", (route,))
+            return pending
+
+    def get_pending(self, route: str) -> Pending | None:
+        check_route(route)
+        with self._read() as conn:
+            return self._pending(
+                conn.execute("SELECT * FROM pending WHERE route = ?", (route,)).fetchone()
+            )
+
+    def set_active(
+        self,
+        route: str,
+        job_id: str,
+        job_name: str,
+        now: float,
+        *,
+        expect_job_id: str | None = None,
+    ) -> bool:
+        check_route(route)
+        with self._write() as conn:
+            if expect_job_id is not None:
+                row = conn.execute("SELECT job_id FROM active WHERE route = ?", (route,)).fetchone()
+                if (row["job_id"] if row else "") != expect_job_id:
+                    return False
+            conn.execute(
+                "INSERT OR REPLACE INTO active (route, job_id, job_name, started_at) "
+                "VALUES (?, ?, ?, ?)",
+                (route, job_id, job_name, now),
+            )
+            return True
+
+    def get_active(self, route: str) -> ActiveJob | None:
+        check_route(route)
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM active WHERE route = ?", (route,)).fetchone()
+        if row is None:
+            return None
+        return ActiveJob(
+            route=row["route"],
+            job_id=row["job_id"],
+            job_name=row["job_name"],
+            started_at=row["started_at"],
+        )
+
+    def clear_active(self, route: str, job_id: str) -> bool:
+        check_route(route)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "DELETE FROM active WHERE route = ? AND job_id = ?", (route, job_id)
+            )
+            return cursor.rowcount > 0
+
+    # -- decision history --------------------------------------------------------------------
+
+    def record_decision(self, entry: Mapping[str, Any], ttl_seconds: float) -> str:
+        record = DecisionRecord.prepare(entry, ttl_seconds, self._clock())
+        with self._read() as conn:
+            conn.execute(
+                "INSERT INTO decisions (id, time, expire_at, route, outcome, object_key, "
+                "run_key, job_id, window_id, entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.time,
+                    record.expire_at,
+                    record.route,
+                    record.outcome,
+                    record.object_key,
+                    record.run_key,
+                    record.job_id,
+                    record.window_id,
+                    record.entry_json,
+                ),
+            )
+        return record.id
+
+    def decisions_for_object(
+        self, gs_uri: str, limit: int = DEFAULT_OBJECT_LIMIT
+    ) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, entry, expire_at FROM decisions "
+                "WHERE object_key = ? AND object_key != '' AND expire_at > ? "
+                "ORDER BY time DESC, id LIMIT ?",
+                (object_key(gs_uri), self._clock(), max(int(limit), 0)),
+            ).fetchall()
+        return [DecisionRecord.output(r["id"], r["entry"], r["expire_at"]) for r in rows]
+
+    def list_decisions(
+        self,
+        since: float,
+        until: float | None = None,
+        route: str | None = None,
+        outcome: str | None = None,
+        limit: int = DEFAULT_DECISION_LIMIT,
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT id, entry, expire_at FROM decisions WHERE time >= ? AND expire_at > ?"
+        args: list[Any] = [since, self._clock()]
+        if until is not None:
+            sql += " AND time < ?"
+            args.append(until)
+        if route is not None:
+            sql += " AND route = ?"
+            args.append(route)
+        if outcome is not None:
+            sql += " AND outcome = ?"
+            args.append(str(outcome))
+        sql += " ORDER BY time DESC, id LIMIT ?"
+        args.append(max(int(limit), 0))
+        with self._read() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return [DecisionRecord.output(r["id"], r["entry"], r["expire_at"]) for r in rows]
+
+    def purge_expired(self, now: float) -> int:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM decisions WHERE expire_at <= ?", (now,)).rowcount

@@ -1,0 +1,514 @@
+"""One contract for every state store: SQLite and Firestore (through its emulator)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from retrain_trigger.config import Config
+from retrain_trigger.model import Decision, Kind, Outcome, Trigger
+from retrain_trigger.store import (
+    SQLiteStore,
+    StateStore,
+    WindowItem,
+    WindowState,
+    decision_entry,
+    open_store,
+)
+
+pytestmark = pytest.mark.emulator
+
+T0 = 1_800_000_000.0  # a fixed "now"; every time-dependent call takes it explicitly
+DAY = 86400.0
+
+
+@pytest.fixture(params=["sqlite", "firestore"])
+def store(
+    request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StateStore]:
+    if request.param == "sqlite":
+        opened = open_store(Config(routes=(), store="sqlite", state_dir=str(tmp_path / "state")))
+    else:
+        emulator = request.getfixturevalue("firestore_emulator")
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.host)
+        project = f"store-{uuid.uuid4().hex[:12]}"
+        opened = open_store(Config(routes=(), store="firestore", project=project))
+        request.addfinalizer(lambda: emulator.clear(project))
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def item(name: str, generation: str = "1", bucket: str = "ct-bucket") -> WindowItem:
+    return WindowItem(
+        bucket=bucket, object=f"data/2026-11-27/{name}", generation=generation, size=10
+    )
+
+
+def in_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
+    """Runs ``target(i)`` in ``count`` threads released together; returns the results."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = target(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    if errors:
+        raise errors[0]
+    return results
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def test_events_accumulate_in_one_open_window_per_route(store: StateStore) -> None:
+    first = store.add_to_window("mnist", item("a.csv"), T0)
+    second = store.add_to_window("mnist", item("b.csv"), T0 + 5)
+    other = store.add_to_window("other", item("a.csv"), T0 + 6)
+
+    assert first.added and second.added and other.added
+    assert second.window_id == first.window_id != other.window_id
+    assert first.window_id.startswith("mnist__") and "/" not in first.window_id
+    assert (second.count, second.opened_at, second.last_event_at) == (2, T0, T0 + 5)
+    assert second.state is WindowState.OPEN
+    window = store.get_window(first.window_id)
+    assert window is not None
+    assert (window.route, window.state, window.count) == ("mnist", WindowState.OPEN, 2)
+    assert [w.window_id for w in store.list_windows("mnist")] == [first.window_id]
+    assert [i.object for i in store.window_items(first.window_id)] == [
+        "data/2026-11-27/a.csv",
+        "data/2026-11-27/b.csv",
+    ]
+    assert store.get_window("mnist__nope") is None
+
+
+def test_items_are_deduplicated_by_object_and_generation(store: StateStore) -> None:
+    first = store.add_to_window("mnist", item("a.csv", "1"), T0)
+    again = store.add_to_window("mnist", item("a.csv", "1"), T0 + 30)
+    newer = store.add_to_window("mnist", item("a.csv", "2"), T0 + 40)
+
+    assert not again.added
+    assert (again.window_id, again.count, again.last_event_at) == (first.window_id, 1, T0)
+    assert newer.added and newer.count == 2
+    assert [(i.object, i.generation) for i in store.window_items(first.window_id)] == [
+        ("data/2026-11-27/a.csv", "1"),
+        ("data/2026-11-27/a.csv", "2"),
+    ]
+    stored = store.window_items(first.window_id)[0]
+    assert (stored.bucket, stored.size, stored.added_at) == ("ct-bucket", 10, T0)
+
+
+def test_a_window_is_due_when_quiet_or_open_too_long(store: StateStore) -> None:
+    quiet, max_wait = 60, 300
+    info = store.add_to_window("mnist", item("a.csv"), T0)
+    store.add_to_window("other", item("a.csv"), T0 + 200)
+
+    assert store.due_windows(None, T0 + 59, quiet, max_wait) == []
+    due = store.due_windows(None, T0 + 60, quiet, max_wait)
+    assert [w.window_id for w in due] == [info.window_id]
+    assert due[0].count == 1 and due[0].state is WindowState.OPEN
+
+    # events keep arriving: never quiet, but due once it has been open for max_wait
+    for offset in range(30, 300, 30):
+        store.add_to_window("mnist", item(f"more-{offset}.csv"), T0 + offset)
+    assert store.due_windows("mnist", T0 + 299, quiet, max_wait) == []
+    assert [w.window_id for w in store.due_windows("mnist", T0 + 300, quiet, max_wait)] == [
+        info.window_id
+    ]
+    assert store.due_windows("nothing-here", T0 + 10 * DAY, quiet, max_wait) == []
+    assert {w.route for w in store.due_windows(None, T0 + 10 * DAY, quiet, max_wait)} == {
+        "mnist",
+        "other",
+    }
+
+
+def test_only_one_of_two_concurrent_claims_wins(store: StateStore) -> None:
+    window_id = store.add_to_window("mnist", item("a.csv"), T0).window_id
+
+    claims = in_threads(2, lambda i: store.claim_window(window_id, f"flush-{i}", T0 + 60, 120))
+
+    winners = [c for c in claims if c is not None]
+    assert len(winners) == 1
+    won = winners[0]
+    assert (won.state, won.lease_until, won.claims) == (WindowState.CLOSING, T0 + 180, 1)
+    stored = store.get_window(window_id)
+    assert stored is not None and stored.owner == won.owner
+    assert store.claim_window(window_id, "flush-late", T0 + 61, 120) is None
+    assert store.due_windows("mnist", T0 + 61, 1, 1) == []  # claimed, lease running
+
+
+def test_an_expired_lease_can_be_reclaimed(store: StateStore) -> None:
+    window_id = store.add_to_window("mnist", item("a.csv"), T0).window_id
+    first = store.claim_window(window_id, "crashed", T0 + 60, 30)
+    assert first is not None
+
+    assert store.claim_window(window_id, "second", T0 + 89, 30) is None
+    renewed = store.claim_window(window_id, "crashed", T0 + 70, 30)  # the owner may renew
+    assert renewed is not None and renewed.lease_until == T0 + 100
+    due = store.due_windows(None, T0 + 100, 60, 300)
+    assert [(w.window_id, w.state) for w in due] == [(window_id, WindowState.CLOSING)]
+
+    second = store.claim_window(window_id, "second", T0 + 100, 30)
+    assert second is not None
+    assert (second.owner, second.claims, second.lease_until) == ("second", 3, T0 + 130)
+    assert not store.close_window(window_id, "crashed", "projects/p/jobs/x", now=T0 + 101)
+    assert store.close_window(window_id, "second", "projects/p/jobs/x", now=T0 + 102)
+    assert store.close_window(window_id, "second", "projects/p/jobs/x", now=T0 + 103)  # again
+    closed = store.get_window(window_id)
+    assert closed is not None
+    assert (closed.state, closed.job_name, closed.closed_at) == (
+        WindowState.CLOSED,
+        "projects/p/jobs/x",
+        T0 + 102,
+    )
+    assert store.claim_window(window_id, "third", T0 + 10 * DAY, 30) is None
+    assert store.due_windows(None, T0 + 10 * DAY, 60, 300) == []
+
+
+def test_events_after_a_claim_go_to_a_new_window(store: StateStore) -> None:
+    old = store.add_to_window("mnist", item("a.csv"), T0).window_id
+    assert store.claim_window(old, "flush", T0 + 60, 120) is not None
+
+    new = store.add_to_window("mnist", item("b.csv"), T0 + 61)
+    redelivered = store.add_to_window("mnist", item("a.csv"), T0 + 62)
+
+    assert new.added and new.window_id != old and new.count == 1 and new.opened_at == T0 + 61
+    assert not redelivered.added and redelivered.window_id == old
+    assert redelivered.state is WindowState.CLOSING
+    assert [i.object for i in store.window_items(old)] == ["data/2026-11-27/a.csv"]
+    assert [w.window_id for w in store.list_windows("mnist")] == [old, new.window_id]
+    assert [w.window_id for w in store.list_windows("mnist", WindowState.OPEN)] == [new.window_id]
+    assert [w.window_id for w in store.list_windows("mnist", "CLOSING")] == [old]
+
+
+def test_the_manifest_is_recorded_before_close_and_survives_a_crash(store: StateStore) -> None:
+    window_id = store.add_to_window("mnist", item("a.csv"), T0).window_id
+    with pytest.raises(ValueError, match="is OPEN: claim it first"):
+        store.set_window_manifest(window_id, "gs://b/m.json", "key-1", "job-1")
+    with pytest.raises(LookupError, match="no window 'mnist__nope'"):
+        store.set_window_manifest("mnist__nope", "gs://b/m.json", "key-1", "job-1")
+
+    assert store.claim_window(window_id, "first", T0 + 60, 30) is not None
+    recorded = store.set_window_manifest(window_id, "gs://b/manifest-1.json", "key-1", "job-1")
+    assert (recorded.manifest_uri, recorded.run_key, recorded.job_id) == (
+        "gs://b/manifest-1.json",
+        "key-1",
+        "job-1",
+    )
+    # "first" crashes before submitting; the next flush reclaims and reuses the run key
+    again = store.claim_window(window_id, "second", T0 + 91, 30)
+    assert again is not None and (again.run_key, again.job_id) == ("key-1", "job-1")
+    kept = store.set_window_manifest(window_id, "gs://b/manifest-2.json", "key-2", "job-2")
+    assert (kept.manifest_uri, kept.run_key, kept.job_id) == (
+        "gs://b/manifest-1.json",
+        "key-1",
+        "job-1",
+    )
+
+    assert store.close_window(window_id, "second", "projects/p/locations/r/pipelineJobs/job-1")
+    closed = store.get_window(window_id)
+    assert closed is not None and closed.state is WindowState.CLOSED
+    assert (closed.run_key, closed.job_name) == (
+        "key-1",
+        "projects/p/locations/r/pipelineJobs/job-1",
+    )
+    assert closed.closed_at is not None and closed.lease_until is None
+
+
+def test_two_hundred_items_in_one_window(store: StateStore) -> None:
+    names = [f"part-{n:04d}.csv" for n in range(200)]
+    for n, name in enumerate(names):
+        store.add_to_window("mnist", item(name), T0 + n * 0.5)
+
+    (window,) = store.list_windows("mnist")
+    assert (window.count, window.opened_at, window.last_event_at) == (200, T0, T0 + 99.5)
+    items = store.window_items(window.window_id)
+    assert [i.object.rsplit("/", 1)[1] for i in items] == names
+    claimed = store.claim_window(window.window_id, "flush", T0 + 400, 60)
+    assert claimed is not None and claimed.count == 200
+
+
+def test_concurrent_events_all_land_in_one_window(store: StateStore) -> None:
+    def add(i: int) -> list[str]:
+        return [
+            store.add_to_window("mnist", item(f"t{i}-{n}.csv"), T0 + n).window_id for n in range(8)
+        ]
+
+    ids = {wid for result in in_threads(2, add) for wid in result}
+    assert len(ids) == 1
+    window = store.get_window(ids.pop())
+    assert window is not None and window.count == 16
+    assert len(store.window_items(window.window_id)) == 16
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_pending_keeps_only_the_latest_run(store: StateStore) -> None:
+    assert store.get_pending("mnist") is None
+    assert store.set_pending("mnist", json.dumps({"run_key": "k1"}), "k1", T0) is None
+    replaced = store.set_pending("mnist", json.dumps({"run_key": "k2"}), "k2", T0 + 1)
+    assert replaced is not None and (replaced.run_key, replaced.queued_at) == ("k1", T0)
+    assert json.loads(replaced.request_json) == {"run_key": "k1"}
+    store.set_pending("other", "{}", "o1", T0 + 2)
+
+    pending = store.get_pending("mnist")
+    assert pending is not None and (pending.route, pending.run_key) == ("mnist", "k2")
+    taken = store.take_pending("mnist")
+    assert taken == pending
+    assert store.take_pending("mnist") is None and store.get_pending("mnist") is None
+    other = store.get_pending("other")
+    assert other is not None and other.run_key == "o1"
+
+
+def test_only_one_taker_gets_the_pending_run(store: StateStore) -> None:
+    store.set_pending("mnist", "{}", "k1", T0)
+
+    taken = in_threads(2, lambda i: store.take_pending("mnist"))
+
+    assert [t.run_key for t in taken if t is not None] == ["k1"]
+
+
+def test_active_job_is_cleared_only_by_its_own_job(store: StateStore) -> None:
+    assert store.get_active("mnist") is None
+    assert store.set_active("mnist", "job-1", "", T0, expect_job_id="")
+    assert not store.set_active("mnist", "job-2", "", T0 + 1, expect_job_id="")  # job-1 runs
+    assert store.set_active(
+        "mnist", "job-1", "projects/p/jobs/job-1", T0 + 2, expect_job_id="job-1"
+    )
+    active = store.get_active("mnist")
+    assert active is not None
+    assert (active.job_id, active.job_name, active.started_at) == (
+        "job-1",
+        "projects/p/jobs/job-1",
+        T0 + 2,
+    )
+
+    assert not store.clear_active("mnist", "job-0")
+    assert store.get_active("mnist") is not None
+    assert store.clear_active("mnist", "job-1")
+    assert store.get_active("mnist") is None
+    assert not store.clear_active("mnist", "job-1")
+    assert store.set_active("mnist", "job-3", "n3", T0 + 3)  # unconditional
+    assert store.set_active("mnist", "job-4", "n4", T0 + 4)
+    latest = store.get_active("mnist")
+    assert latest is not None and latest.job_id == "job-4"
+
+
+def test_only_one_of_two_racing_starts_becomes_active(store: StateStore) -> None:
+    started = in_threads(
+        2, lambda i: store.set_active("mnist", f"job-{i}", "", T0, expect_job_id="")
+    )
+
+    assert sorted(started) == [False, True]
+    active = store.get_active("mnist")
+    assert active is not None and active.job_id == f"job-{started.index(True)}"
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def entry(
+    moment: float,
+    outcome: str = "submitted",
+    *,
+    route: str = "mnist",
+    obj: str = "data/a.csv",
+    generation: str = "1",
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "time": moment,
+        "outcome": outcome,
+        "reason": "",
+        "route": route,
+        "run_key": f"gs://ct-bucket/{obj}#{generation}",
+        "job_id": f"{route}-data-{generation}",
+        "job": "",
+        "trigger": {
+            "kind": "data",
+            "bucket": "ct-bucket",
+            "object": obj,
+            "generation": generation,
+            "event_id": f"ev-{moment}",
+        },
+        "window_id": "",
+        **extra,
+    }
+
+
+def test_decisions_by_object_newest_first(store: StateStore) -> None:
+    now = time.time()
+    ids = [
+        store.record_decision(entry(now - 30, "submitted", generation="1"), 7 * DAY),
+        store.record_decision(entry(now - 20, "duplicate", generation="1"), 7 * DAY),
+        store.record_decision(entry(now - 10, "submitted", generation="2"), 7 * DAY),
+        store.record_decision(entry(now - 5, obj="data/b.csv"), 7 * DAY),
+    ]
+    assert all("/" not in i for i in ids) and len(set(ids)) == 4
+
+    found = store.decisions_for_object("gs://ct-bucket/data/a.csv", limit=10)
+    assert [(d["outcome"], d["trigger"]["generation"]) for d in found] == [
+        ("submitted", "2"),
+        ("duplicate", "1"),
+        ("submitted", "1"),
+    ]
+    assert found[0]["id"] == ids[2] and found[0]["time"] == now - 10
+    assert found[0]["run_key"] == "gs://ct-bucket/data/a.csv#2"
+    assert [d["id"] for d in store.decisions_for_object("gs://ct-bucket/data/a.csv", limit=2)] == [
+        ids[2],
+        ids[1],
+    ]
+    assert store.decisions_for_object("gs://ct-bucket/data/none.csv") == []
+
+
+def test_decisions_by_time_route_and_outcome(store: StateStore) -> None:
+    now = time.time()
+    base = now - 600
+    for n, (route, outcome) in enumerate(
+        [
+            ("mnist", "submitted"),
+            ("mnist", "skipped"),
+            ("other", "submitted"),
+            ("mnist", "failed"),
+            ("other", "rejected"),
+            ("mnist", "submitted"),
+        ]
+    ):
+        store.record_decision(entry(base + n * 60, outcome, route=route, obj=f"data/{n}.csv"), DAY)
+
+    def times(found: list[dict[str, Any]]) -> list[int]:
+        return [round((d["time"] - base) / 60) for d in found]
+
+    assert times(store.list_decisions(since=base)) == [5, 4, 3, 2, 1, 0]
+    assert times(store.list_decisions(since=base + 60, until=base + 240)) == [3, 2, 1]
+    assert times(store.list_decisions(since=base + 60.001)) == [5, 4, 3, 2]
+    assert times(store.list_decisions(since=base, route="mnist")) == [5, 3, 1, 0]
+    assert times(store.list_decisions(since=base, outcome="submitted")) == [5, 2, 0]
+    assert times(store.list_decisions(since=base, route="mnist", outcome=Outcome.SUBMITTED)) == [
+        5,
+        0,
+    ]
+    assert times(store.list_decisions(since=base, route="mnist", limit=2)) == [5, 3]
+    assert store.list_decisions(since=now + 1) == []
+
+
+def test_expired_decisions_are_hidden_and_purged(store: StateStore) -> None:
+    now = time.time()
+    gone = store.record_decision(entry(now - 2 * DAY, "submitted"), DAY)
+    kept = store.record_decision(entry(now - 60, "duplicate"), DAY)
+    soon = store.record_decision(entry(now - 60, "skipped", obj="data/c.csv"), 120)
+
+    assert [d["id"] for d in store.decisions_for_object("gs://ct-bucket/data/a.csv")] == [kept]
+    assert {d["id"] for d in store.list_decisions(since=now - 3 * DAY)} == {kept, soon}
+
+    assert store.purge_expired(now) == 1
+    assert store.purge_expired(now) == 0
+    assert store.purge_expired(now + 61) == 1  # "soon" expires at now + 60
+    assert [d["id"] for d in store.list_decisions(since=now - 3 * DAY, until=now + 1)] == [kept]
+    assert gone not in {d["id"] for d in store.list_decisions(since=0)}
+
+
+def test_a_decision_entry_from_a_decision_round_trips(store: StateStore) -> None:
+    trigger = Trigger(
+        kind=Kind.DATA,
+        source="eventarc",
+        event_id="e-1",
+        bucket="ct-bucket",
+        object="data/x.csv",
+        generation="42",
+        size=7,
+        metadata={"k": "v"},
+    )
+    decision = Decision(
+        outcome=Outcome.DUPLICATE,
+        reason="a run with this run key already exists",
+        route="mnist",
+        run_key="gs://ct-bucket/data/x.csv#42",
+        job_id="mnist-data-x-abc",
+        job_name="projects/p/locations/r/pipelineJobs/mnist-data-x-abc",
+        trigger=trigger,
+    )
+    now = time.time()
+    record_id = store.record_decision(decision_entry(decision, time=now, window_id="w1"), DAY)
+
+    (found,) = store.decisions_for_object("gs://ct-bucket/data/x.csv")
+    assert found["id"] == record_id
+    assert found["outcome"] == "duplicate" and found["window_id"] == "w1"
+    assert found["job"] == decision.job_name
+    assert found["trigger"] == {
+        "kind": "data",
+        "source": "eventarc",
+        "event_id": "e-1",
+        "bucket": "ct-bucket",
+        "object": "data/x.csv",
+        "generation": "42",
+        "size": 7,
+    }
+    assert found["expire_at"].endswith("Z")
+
+
+def test_route_names_that_could_break_keys_are_refused(store: StateStore) -> None:
+    for route in ("a/b", "", "../x"):
+        with pytest.raises(ValueError, match="invalid route name"):
+            store.add_to_window(route, item("a.csv"), T0)
+
+
+# --------------------------------------------------------------------------- the factory
+
+
+def test_open_store_uses_the_state_dir(tmp_path: Any) -> None:
+    opened = open_store(Config(routes=(), store="sqlite", state_dir=str(tmp_path / "s")))
+    assert isinstance(opened, SQLiteStore)
+    assert opened.path == os.path.join(str(tmp_path / "s"), "state.sqlite3")
+    assert isinstance(opened, StateStore)
+
+
+def test_two_processes_share_one_sqlite_file(tmp_path: Any) -> None:
+    """Two function servers on one machine: claims stay exclusive across processes."""
+    path = tmp_path / "state.sqlite3"
+    window_id = SQLiteStore(path).add_to_window("mnist", item("a.csv"), T0).window_id
+    script = (
+        "import sys\n"
+        "from retrain_trigger.store import SQLiteStore\n"
+        "s = SQLiteStore(sys.argv[1])\n"
+        "print('won' if s.claim_window(sys.argv[2], sys.argv[3], 1800000060.0, 60) else 'lost')\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(path), window_id, f"proc-{n}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    answers = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert answers == ["lost", "won"]
+
+
+def test_the_store_package_does_not_import_firestore() -> None:
+    code = "import sys, retrain_trigger.store\nprint('google.cloud.firestore' in sys.modules)\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "False"
