@@ -65,3 +65,28 @@ resource "google_cloud_scheduler_job" "flush" {
     google_firestore_database.windows,
   ]
 }
+
+# Decision history: Firestore deletes a recorded decision once its expire_at has passed
+# (history.ttl_days). The entry itself is JSON text that no query filters on: not indexed.
+resource "google_firestore_field" "decision_ttl" {
+  count = var.enable_windows ? 1 : 0
+
+  project    = var.project_id
+  database   = google_firestore_database.windows[0].name
+  collection = "retrain_decisions"
+  field      = "expire_at"
+
+  ttl_config {}
+  index_config {}
+}
+
+resource "google_firestore_field" "decision_entry" {
+  count = var.enable_windows ? 1 : 0
+
+  project    = var.project_id
+  database   = google_firestore_database.windows[0].name
+  collection = "retrain_decisions"
+  field      = "entry"
+
+  index_config {}
+}

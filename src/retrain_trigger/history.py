@@ -43,7 +43,7 @@ def explain(service: Any, uri: str, *, limit: int = 20) -> dict[str, Any]:
     if not uri.startswith("gs://") or "/" not in uri[5:]:
         raise ConfigError(f"expected gs://bucket/object, got {uri!r}")
     store = service.store
-    entries = store.decisions_for_object(uri.split("#", 1)[0], limit=limit)
+    entries = store.decisions_for_object(uri, limit=limit)
     out: list[dict[str, Any]] = []
     for entry in entries:
         item = {
