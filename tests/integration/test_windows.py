@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -227,3 +228,31 @@ def test_why_explains_filtered_batched_and_submitted(make_service, fake_vertex):
     assert batched[0]["window"]["state"] == "CLOSED"
     assert batched[0]["job_id"].startswith("batch-data-window-")
     assert batched[0]["run_state"] == "PENDING"
+
+
+def test_flush_over_http(monkeypatch, make_service, tmp_path, fake_vertex):
+    import functions_framework
+
+    from tests.conftest import REPO
+
+    service = make_service()
+    service.handle(obj("daily/h/part-0.csv", generation="1"))
+    config_path = tmp_path / "retrain.yaml"
+    config_path.write_text(
+        CONFIG.format(
+            endpoint=fake_vertex.endpoint,
+            state_dir=tmp_path / "state",
+            template=MNIST_TEMPLATE,
+            concurrency="allow",
+        ).replace("quiet_seconds: 60", "quiet_seconds: 1")
+    )
+    monkeypatch.setenv("RETRAIN_CONFIG", str(config_path))
+    monkeypatch.setenv("RETRAIN_AUTH", "none")
+    app = functions_framework.create_app(
+        "retrain_http", str(REPO / "function_http" / "main.py"), "http"
+    )
+    client = app.test_client()
+    time.sleep(1.1)  # the window is quiet for quiet_seconds
+    answer = client.post("/flush", json={}).get_json()
+    assert [d["decision"] for d in answer["flushed"]] == ["submitted"]
+    assert len(fake_vertex.jobs) == 1
