@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -261,9 +262,8 @@ class Supervisor:
         env = dict(os.environ if spec.env is None else spec.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log_path, "ab", buffering=0) as log_file:
-            log_file.write(
-                f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} start {' '.join(spec.argv)}\n".encode()
-            )
+            command = shlex.join(spec.argv).replace("\n", "\\n")
+            log_file.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} start {command}\n".encode())
             try:
                 process = subprocess.Popen(
                     list(spec.argv),

@@ -1,0 +1,752 @@
+"""The local stack's pure parts: event building, the bucket poller, replay, supervision."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.server
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cloudevents.http import from_http
+
+from retrain_trigger import events, rules
+from retrain_trigger.config import parse_config
+from retrain_trigger.localstack import objects, replay
+from retrain_trigger.localstack.poller import BucketPoller, post_cloud_event
+from retrain_trigger.localstack.services import (
+    LogFollower,
+    ServiceSpec,
+    StackError,
+    Supervisor,
+    Terminated,
+    descendants,
+    same_process_alive,
+    terminate_on_signals,
+)
+from retrain_trigger.localstack.stack import local_config
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "pipeline_specs" / "mnist_training.yaml"
+
+
+def resource(
+    name: str, generation: str = "1700000000000001", size: str = "120", **extra: Any
+) -> dict[str, Any]:
+    out = {
+        "kind": "storage#object",
+        "bucket": "ct-bucket",
+        "name": name,
+        "generation": generation,
+        "metageneration": "1",
+        "size": size,
+        "contentType": "text/csv",
+        "timeCreated": "2026-11-27T10:00:00.123Z",
+        "updated": "2026-11-27T10:00:00.123Z",
+    }
+    out.update(extra)
+    return out
+
+
+@pytest.fixture
+def stack_config() -> Any:
+    import yaml
+
+    text = yaml.safe_dump(
+        local_config(bucket="ct-bucket", template=str(TEMPLATE), state_dir="/tmp/unused")
+    )
+    return parse_config(text, source="stack.yaml")
+
+
+# --------------------------------------------------------------------------- event building
+
+
+def test_notification_message_has_the_attributes_gcs_sends() -> None:
+    data, attributes = objects.notification_message(resource("data/2026-11-27/part-0.csv"))
+
+    assert attributes == {
+        "bucketId": "ct-bucket",
+        "objectId": "data/2026-11-27/part-0.csv",
+        "objectGeneration": "1700000000000001",
+        "eventType": "OBJECT_FINALIZE",
+        "payloadFormat": "JSON_API_V1",
+        "eventTime": "2026-11-27T10:00:00.123Z",
+    }
+    assert json.loads(data) == resource("data/2026-11-27/part-0.csv")
+
+
+def test_notification_decodes_to_the_same_trigger_as_the_cloud_event() -> None:
+    res = resource("data/2026-11-27/_SUCCESS", size="0")
+    data, attributes = objects.notification_message(res)
+    from_notification = events.decode_gcs_notification(attributes, data, source="replay")
+    headers, body = _binary(objects.storage_cloud_event(res))
+    from_event = events.decode_cloud_event(from_http(headers, body))
+
+    for field in ("bucket", "object", "generation", "size"):
+        assert getattr(from_notification, field) == getattr(from_event, field)
+    assert from_event.event_type == "google.cloud.storage.object.v1.finalized"
+    assert from_notification.event_type == "OBJECT_FINALIZE"
+
+
+def _binary(event: Any) -> tuple[dict[str, str], bytes]:
+    from cloudevents.conversion import to_binary
+
+    headers, body = to_binary(event)
+    return dict(headers), body
+
+
+def test_storage_cloud_event_is_eventarc_shaped_and_its_id_is_stable() -> None:
+    res = resource("data/a.csv")
+    event = objects.storage_cloud_event(res)
+
+    assert event["type"] == "google.cloud.storage.object.v1.finalized"
+    assert event["source"] == "//storage.googleapis.com/projects/_/buckets/ct-bucket"
+    assert event["subject"] == "objects/data/a.csv"
+    assert event["time"] == "2026-11-27T10:00:00.123Z"
+    assert event["id"] == objects.storage_cloud_event(dict(res))["id"]
+    assert event["id"] != objects.storage_cloud_event(resource("data/a.csv", generation="2"))["id"]
+    headers, _ = _binary(event)
+    assert headers["content-type"] == "application/json"
+    assert headers["ce-type"] == "google.cloud.storage.object.v1.finalized"
+
+
+def test_blob_resource_uses_json_api_names_and_strings() -> None:
+    class Bucket:
+        name = "ct-bucket"
+
+    class Blob:
+        bucket = Bucket()
+        name = "data/x.csv"
+        generation = 17
+        metageneration = 1
+        content_type = "text/csv"
+        time_created = dt.datetime(2026, 11, 27, 10, 0, 0, tzinfo=dt.UTC)
+        updated = dt.datetime(2026, 11, 27, 10, 0, 1, tzinfo=dt.UTC)
+        storage_class = "STANDARD"
+        size = 0
+        md5_hash = None
+        crc32c = "abc="
+        etag = "e"
+        metadata = {"retrain-trigger-run": "r1"}
+
+    out = objects.blob_resource(Blob())
+
+    assert out["generation"] == "17"
+    assert out["size"] == "0"
+    assert out["updated"] == "2026-11-27T10:00:01Z"
+    assert out["metadata"] == {"retrain-trigger-run": "r1"}
+    assert "md5Hash" not in out
+
+
+@pytest.mark.emulator
+def test_iter_objects_lists_real_resources(fake_gcs: Any) -> None:
+    from retrain_trigger import gcs
+
+    client = gcs.client()
+    client.create_bucket("localstack-unit")
+    gcs.write_bytes("gs://localstack-unit/data/a.csv", b"label\n1\n", content_type="text/csv")
+    gcs.write_bytes("gs://localstack-unit/other/b.csv", b"x")
+
+    listed = list(objects.iter_objects("localstack-unit", "data/"))
+
+    assert [r["name"] for r in listed] == ["data/a.csv"]
+    assert listed[0]["size"] == "8"
+    assert int(listed[0]["generation"]) > 0
+
+
+# --------------------------------------------------------------------------- the poller
+
+
+class FakeBucket:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+
+    def put(self, name: str, generation: str) -> None:
+        self.objects[name] = resource(name, generation)
+
+    def list(self, bucket: str, prefix: str) -> list[dict[str, Any]]:
+        assert bucket == "ct-bucket"
+        return [r for n, r in sorted(self.objects.items()) if n.startswith(prefix)]
+
+
+class FakeSender:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.statuses: list[int | Exception] = []
+
+    def __call__(self, url: str, event: Any) -> int:
+        self.sent.append((event["subject"], event.data["generation"]))
+        status = self.statuses.pop(0) if self.statuses else 200
+        if isinstance(status, Exception):
+            raise status
+        return status
+
+
+@pytest.fixture
+def bucket() -> FakeBucket:
+    return FakeBucket()
+
+
+@pytest.fixture
+def sender() -> FakeSender:
+    return FakeSender()
+
+
+def make_poller(bucket: FakeBucket, sender: FakeSender, **kwargs: Any) -> BucketPoller:
+    return BucketPoller(
+        "ct-bucket", "http://fn", prefix="data/", lister=bucket.list, sender=sender, **kwargs
+    )
+
+
+def test_poller_delivers_each_new_object_version_once(
+    bucket: FakeBucket, sender: FakeSender
+) -> None:
+    bucket.put("data/old.csv", "1")
+    poller = make_poller(bucket, sender)
+    poller.prime()
+    bucket.put("data/new.csv", "5")
+    bucket.put("other/ignored.csv", "6")
+
+    poller.poll_once()
+    poller.poll_once()
+    bucket.put("data/new.csv", "7")  # overwritten: a new generation
+    poller.poll_once()
+
+    assert sender.sent == [("objects/data/new.csv", "5"), ("objects/data/new.csv", "7")]
+
+
+def test_poller_delivers_existing_objects_when_asked(
+    bucket: FakeBucket, sender: FakeSender
+) -> None:
+    bucket.put("data/old.csv", "1")
+    poller = make_poller(bucket, sender, deliver_existing=True)
+
+    poller.poll_once()
+
+    assert sender.sent == [("objects/data/old.csv", "1")]
+
+
+def test_poller_retries_5xx_and_connection_errors_but_not_4xx(
+    bucket: FakeBucket, sender: FakeSender
+) -> None:
+    poller = make_poller(bucket, sender)
+    poller.prime()
+    bucket.put("data/a.csv", "1")
+    bucket.put("data/b.csv", "2")
+    sender.statuses = [500, 400, ConnectionRefusedError("refused"), 200]
+
+    first = poller.poll_once()  # a: 500, b: 400 (final)
+    second = poller.poll_once()  # a: connection refused
+    third = poller.poll_once()  # a: 200
+    poller.poll_once()  # nothing left
+
+    assert [d.status for d in first] == [500, 400]
+    assert [d.status for d in second] == [0]
+    assert "ConnectionRefusedError" in second[0].error
+    assert [d.ok for d in third] == [True]
+    assert sender.sent == [
+        ("objects/data/a.csv", "1"),
+        ("objects/data/b.csv", "2"),
+        ("objects/data/a.csv", "1"),
+        ("objects/data/a.csv", "1"),
+    ]
+
+
+def test_poller_gives_up_after_max_attempts(bucket: FakeBucket, sender: FakeSender) -> None:
+    poller = make_poller(bucket, sender, max_attempts=3)
+    poller.prime()
+    bucket.put("data/a.csv", "1")
+    sender.statuses = [503] * 10
+
+    for _ in range(5):
+        poller.poll_once()
+
+    assert len(sender.sent) == 3
+
+
+def test_poller_skips_folder_placeholders(bucket: FakeBucket, sender: FakeSender) -> None:
+    poller = make_poller(bucket, sender)
+    poller.prime()
+    bucket.put("data/2026-11-27/", "1")
+
+    poller.poll_once()
+
+    assert sender.sent == []
+
+
+def test_poller_thread_survives_listing_errors(sender: FakeSender) -> None:
+    calls = {"n": 0}
+
+    def flaky(bucket: str, prefix: str) -> list[dict[str, Any]]:
+        calls["n"] += 1
+        if calls["n"] in (2, 3):
+            raise ConnectionError("bucket restarting")
+        return [resource("data/a.csv", "9")] if calls["n"] > 3 else []
+
+    poller = BucketPoller(
+        "ct-bucket", "http://fn", lister=flaky, sender=sender, interval=0.01
+    ).start()
+    deadline = time.monotonic() + 5
+    while not sender.sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    poller.stop()
+
+    assert sender.sent == [("objects/data/a.csv", "9")]
+    assert poller.errors >= 2
+
+
+@pytest.fixture
+def capture_server() -> Iterator[tuple[str, list[tuple[str, dict[str, str], bytes]]]]:
+    received: list[tuple[str, dict[str, str], bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204 if len(received) == 1 else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_post_cloud_event_uses_http_binary_mode(capture_server: Any) -> None:
+    url, received = capture_server
+    event = objects.storage_cloud_event(resource("data/a.csv"))
+
+    assert post_cloud_event(url + "/", event) == 204
+    assert post_cloud_event(url + "/", event) == 503
+
+    path, headers, body = received[0]
+    assert path == "/"
+    assert headers["ce-specversion"] == "1.0"
+    assert headers["ce-type"] == "google.cloud.storage.object.v1.finalized"
+    assert headers["ce-subject"] == "objects/data/a.csv"
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["name"] == "data/a.csv"
+
+
+# --------------------------------------------------------------------------- replay
+
+
+NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-26T00:00Z", dt.datetime(2026, 11, 26, tzinfo=dt.UTC)),
+        ("2026-11-26T00:00:00.5Z", dt.datetime(2026, 11, 26, 0, 0, 0, 500000, tzinfo=dt.UTC)),
+        ("2026-11-26T01:00+01:00", dt.datetime(2026, 11, 26, tzinfo=dt.UTC)),
+        ("2026-11-26", dt.datetime(2026, 11, 26, tzinfo=dt.UTC)),
+        ("90s", NOW - dt.timedelta(seconds=90)),
+        ("15m", NOW - dt.timedelta(minutes=15)),
+        ("2h", NOW - dt.timedelta(hours=2)),
+        ("1d", NOW - dt.timedelta(days=1)),
+        ("1.5h", NOW - dt.timedelta(minutes=90)),
+    ],
+)
+def test_parse_since(text: str, expected: dt.datetime) -> None:
+    assert replay.parse_since(text, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("yesterday", "neither an RFC 3339 time"),
+        ("2027-01-01T00:00Z", "is in the future"),
+    ],
+)
+def test_parse_since_rejects(text: str, message: str) -> None:
+    with pytest.raises(replay.ReplayError, match=message):
+        replay.parse_since(text, now=NOW)
+
+
+def test_resource_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PUBSUB_PROJECT_ID", raising=False)
+    monkeypatch.delenv("GCLOUD_PROJECT", raising=False)
+    monkeypatch.delenv("CLOUDSDK_CORE_PROJECT", raising=False)
+    assert replay.resource_path("topics", "projects/p1x/topics/t") == "projects/p1x/topics/t"
+    assert (
+        replay.resource_path("subscriptions", "sub", "my-proj")
+        == "projects/my-proj/subscriptions/sub"
+    )
+    with pytest.raises(replay.ReplayError, match="needs a project"):
+        replay.resource_path("topics", "gcs")
+    with pytest.raises(replay.ReplayError, match="is not a topic path"):
+        replay.resource_path("topics", "projects/p/subscriptions/s")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "env-proj")
+    assert replay.resource_path("topics", "gcs") == "projects/env-proj/topics/gcs"
+
+
+def test_backfill_messages_one_per_object_without_folders() -> None:
+    messages = replay.backfill_messages(
+        [
+            resource("data/d/"),
+            resource("data/d/a.csv", "3"),
+            resource("data/d/_SUCCESS", "4", size="0"),
+        ]
+    )
+
+    assert [m.key for m in messages] == [
+        "gs://ct-bucket/data/d/a.csv#3",
+        "gs://ct-bucket/data/d/_SUCCESS#4",
+    ]
+    assert all(m.attributes["eventType"] == "OBJECT_FINALIZE" for m in messages)
+
+
+def test_plan_backfill_uses_the_core_rules_and_run_keys(stack_config: Any) -> None:
+    messages = replay.backfill_messages(
+        [
+            resource("data/d/a.csv", "3"),
+            resource("data/d/_SUCCESS", "4", size="0"),
+            resource("models/champion.json", "5"),
+        ]
+    )
+
+    planned = replay.plan_backfill(stack_config, messages)
+
+    assert [p.outcome for p in planned] == ["skip", "run", "skip"]
+    run = planned[1]
+    assert run.run_key == "gs://ct-bucket/data/d/_SUCCESS#4"
+    assert run.job_id == rules.job_id_for("mnist", "data", "d", run.run_key)
+    assert run.parameters["data_uri"] == "gs://ct-bucket/data/d/"
+    assert "waits for marker" in planned[0].reason
+    assert "no route" in planned[2].reason
+
+
+def test_plan_backfill_reports_undecodable_objects(stack_config: Any) -> None:
+    bad = replay.BackfillMessage(
+        resource=resource("data/x"),
+        data=b"{}",
+        attributes={
+            "bucketId": "ct-bucket",
+            "objectId": "data/x",
+            "objectGeneration": "zero",
+            "eventType": "OBJECT_FINALIZE",
+        },
+    )
+
+    [planned] = replay.plan_backfill(stack_config, [bad])
+
+    assert planned.outcome == "reject"
+    assert "objectGeneration" in planned.reason
+
+
+class FakeFuture:
+    def __init__(self, value: str | Exception) -> None:
+        self.value = value
+
+    def result(self, timeout: float | None = None) -> str:
+        if isinstance(self.value, Exception):
+            raise self.value
+        return self.value
+
+
+def test_publish_sends_data_and_attributes_and_waits() -> None:
+    from google.cloud import pubsub_v1
+
+    client = pytest.importorskip("unittest.mock").create_autospec(
+        pubsub_v1.PublisherClient, instance=True
+    )
+    client.publish.side_effect = [FakeFuture("11"), FakeFuture("12")]
+    messages = replay.backfill_messages([resource("data/a.csv", "3"), resource("data/b.csv", "4")])
+
+    ids = replay.publish("projects/p/topics/t", messages, client=client)
+
+    assert ids == ["11", "12"]
+    args, kwargs = client.publish.call_args_list[0]
+    assert args == ("projects/p/topics/t", messages[0].data)
+    assert kwargs["objectId"] == "data/a.csv"
+    assert kwargs["payloadFormat"] == "JSON_API_V1"
+
+
+def test_publish_failure_names_the_topic() -> None:
+    from unittest import mock
+
+    from google.cloud import pubsub_v1
+
+    client = mock.create_autospec(pubsub_v1.PublisherClient, instance=True)
+    client.publish.side_effect = [FakeFuture("11"), FakeFuture(RuntimeError("boom"))]
+    messages = replay.backfill_messages([resource("data/a.csv", "3"), resource("data/b.csv", "4")])
+
+    with pytest.raises(
+        replay.ReplayError,
+        match=r"publishing to projects/p/topics/t failed after 1 message\(s\): boom",
+    ):
+        replay.publish("projects/p/topics/t", messages, client=client)
+
+
+def test_seek_sends_the_time_as_a_timestamp() -> None:
+    from unittest import mock
+
+    from google.cloud import pubsub_v1
+
+    client = mock.create_autospec(pubsub_v1.SubscriberClient, instance=True)
+    since = dt.datetime(2026, 11, 26, 0, 0, 1, tzinfo=dt.UTC)
+
+    replay.seek("projects/p/subscriptions/s", since, client=client)
+
+    request = client.seek.call_args.kwargs["request"]
+    assert request["subscription"] == "projects/p/subscriptions/s"
+    assert request["time"].ToDatetime(tzinfo=dt.UTC) == since
+
+
+# --------------------------------------------------------------------------- stack configuration
+
+
+def test_local_config_is_valid_and_routes_every_kind(stack_config: Any) -> None:
+    route = stack_config.route("mnist")
+
+    assert stack_config.backend == "local"
+    assert stack_config.auth.mode == "none"
+    assert route.pipeline_root == "gs://ct-bucket/pipeline-root"
+    assert route.data.include == ("data/**",)
+    assert route.data.mode == "marker"
+    assert route.code and route.model
+    assert route.parameters["model_registry_uri"] == "gs://ct-bucket/models"
+
+
+# --------------------------------------------------------------------------- supervision
+
+PY = sys.executable
+
+
+def test_supervisor_stops_a_child_that_ignores_sigterm(tmp_path: Path) -> None:
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    with Supervisor(tmp_path) as sup:
+        child = sup.start(
+            ServiceSpec(
+                "stubborn",
+                [PY, "-c", code],
+                ready=lambda: "ready" in (tmp_path / "stubborn.log").read_text().splitlines(),
+                stop_timeout=0.5,
+            )
+        )
+        sup.wait_ready(child, timeout=10)
+        started = time.monotonic()
+        sup.stop(child)
+
+    assert child.process.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 5
+
+
+def test_supervisor_stops_descendants_that_left_the_group(tmp_path: Path) -> None:
+    code = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    log = tmp_path / "parent.log"
+    sup = Supervisor(tmp_path)
+    child = sup.start(
+        ServiceSpec(
+            "parent", [PY, "-c", code], ready=lambda: log.read_text().splitlines()[-1].isdigit()
+        )
+    )
+    sup.wait_ready(child, timeout=10)
+    grandchild = int(log.read_text().splitlines()[-1])
+    tree = descendants(child.pid)
+    assert grandchild in [pid for pid, _ in tree]
+
+    sup.stop_all(timeout=2)
+
+    assert not [pid for pid, start in tree if same_process_alive(pid, start)]
+    assert sup.children == []
+
+
+def test_wait_ready_reports_an_early_exit_with_the_log_tail(tmp_path: Path) -> None:
+    with Supervisor(tmp_path) as sup:
+        child = sup.start(
+            ServiceSpec(
+                "broken",
+                [PY, "-c", "import sys; print('bad flag -x'); sys.exit(3)"],
+                ready=lambda: False,
+            )
+        )
+        with pytest.raises(
+            StackError, match=r"(?s)broken exited with status 3 while starting.*bad flag -x"
+        ):
+            sup.wait_ready(child, timeout=10)
+
+
+def test_wait_ready_times_out(tmp_path: Path) -> None:
+    with Supervisor(tmp_path) as sup:
+        child = sup.start(
+            ServiceSpec("slow", [PY, "-c", "import time; time.sleep(30)"], ready=lambda: False)
+        )
+        with pytest.raises(StackError, match="slow was not ready after 0 s"):
+            sup.wait_ready(child, timeout=0.3)
+
+
+def test_start_reports_a_missing_program(tmp_path: Path) -> None:
+    with (
+        Supervisor(tmp_path) as sup,
+        pytest.raises(StackError, match="missing: cannot start /nonexistent/x"),
+    ):
+        sup.start(ServiceSpec("missing", ["/nonexistent/x"]))
+
+
+def test_terminate_on_signals_turns_sigterm_into_an_interrupt() -> None:
+    with pytest.raises(Terminated, match="SIGTERM"), terminate_on_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(
+        signal.getsignal(signal.SIGTERM)
+    )
+
+
+def test_log_follower_returns_only_complete_new_lines(tmp_path: Path) -> None:
+    path = tmp_path / "f.log"
+    path.write_text("old\n")
+    follower = LogFollower(path)
+    assert follower.lines() == []
+    with open(path, "a") as fh:
+        fh.write('{"decision": "submitted"}\npart')
+    assert follower.lines() == ['{"decision": "submitted"}']
+    with open(path, "a") as fh:
+        fh.write("ial\n")
+    assert follower.lines() == ["partial"]
+    assert LogFollower(path, from_start=True).lines()[0] == "old"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_add_commands_registers_the_four_commands() -> None:
+    from retrain_trigger.localstack.commands import (
+        add_commands,
+        cmd_demo,
+        cmd_replay,
+        cmd_runs,
+        cmd_up,
+    )
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+
+    assert parser.parse_args(["up", "--no-pubsub", "--port-base", "9000"]).func is cmd_up
+    assert parser.parse_args(["demo", "--json", "--timeout", "60"]).func is cmd_demo
+    assert parser.parse_args(["runs", "show", "job-1"]).job_id == "job-1"
+    assert parser.parse_args(["runs"]).func is cmd_runs
+    args = parser.parse_args(["replay", "--bucket", "b", "--prefix", "data/", "--dry-run"])
+    assert args.func is cmd_replay and args.dry_run
+
+
+def test_monitor_formats_decisions_and_runs() -> None:
+    from retrain_trigger.localstack.commands import Monitor
+    from retrain_trigger.localstack.demo import decisions
+
+    line = json.dumps(
+        {
+            "decision": "submitted",
+            "job_id": "mnist-data-d-1",
+            "run_key": "gs://b/data/d/_SUCCESS#4",
+            "severity": "NOTICE",
+        }
+    )
+    skipped = json.dumps(
+        {"decision": "skipped", "reason": "waits for marker", "trigger": {"object": "data/d/a.csv"}}
+    )
+
+    assert "submitted  mnist-data-d-1  run key gs://b/data/d/_SUCCESS#4" in Monitor.format_log_line(
+        "gcs", line
+    )
+    assert "skipped    data/d/a.csv  (waits for marker)" in Monitor.format_log_line("gcs", skipped)
+    assert Monitor.format_log_line("gcs", "GET / 200") == ""
+    assert "ERROR" in Monitor.format_log_line(
+        "http", json.dumps({"severity": "ERROR", "message": "boom"})
+    )
+    assert [d["decision"] for d in decisions([line, "noise", skipped, "{not json"])] == [
+        "submitted",
+        "skipped",
+    ]
+
+
+def test_runs_lists_and_shows_from_the_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrain_trigger.ledger import SUCCEEDED, Ledger
+    from retrain_trigger.localstack.commands import cmd_runs
+
+    monkeypatch.setenv("RETRAIN_CONFIG", str(tmp_path / "missing.yaml"))
+    monkeypatch.setenv("RETRAIN_STATE_DIR", str(tmp_path))
+    ledger = Ledger.for_state_dir(tmp_path)
+    ledger.insert(
+        job_id="mnist-data-d-1",
+        job_name="projects/local/locations/us-central1/pipelineJobs/mnist-data-d-1",
+        template_raw=b"{}",
+        template_digest="d1",
+        run_key="gs://b/data/d/_SUCCESS#4",
+        route="mnist",
+        parameters={"data_uri": "gs://b/data/d/"},
+        labels={"retrain-kind": "data"},
+        now=1_800_000_000.0,
+    )
+    ledger.claim(1, now=1_800_000_001.0)
+    ledger.finish(
+        "mnist-data-d-1",
+        SUCCEEDED,
+        outputs={"accuracy": 0.97, "registered": True, "version": "v1"},
+        now=1_800_000_006.5,
+    )
+
+    out = io.StringIO()
+    assert (
+        cmd_runs(
+            argparse.Namespace(
+                action="list", job_id=None, json=False, limit=20, route="", state=""
+            ),
+            out,
+        )
+        == 0
+    )
+    assert (
+        "mnist-data-d-1" in out.getvalue()
+        and "SUCCEEDED" in out.getvalue()
+        and "0.9700" in out.getvalue()
+    )
+
+    out = io.StringIO()
+    assert (
+        cmd_runs(
+            argparse.Namespace(
+                action="show", job_id="mnist-data-d-1", json=True, limit=20, route="", state=""
+            ),
+            out,
+        )
+        == 0
+    )
+    shown = json.loads(out.getvalue())
+    assert shown["duration_seconds"] == 5.5
+    assert shown["metrics"] == {"accuracy": 0.97}
+    assert shown["version"] == "v1"
+    assert shown["parameters"] == {"data_uri": "gs://b/data/d/"}
+
+    out = io.StringIO()
+    assert (
+        cmd_runs(
+            argparse.Namespace(
+                action="show", job_id="nope", json=False, limit=20, route="", state=""
+            ),
+            out,
+        )
+        == 1
+    )
