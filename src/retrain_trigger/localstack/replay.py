@@ -100,13 +100,13 @@ def _emulated_credentials() -> dict[str, Any]:
 
 
 def subscriber_client() -> Any:
-    from google.cloud import pubsub_v1
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     return pubsub_v1.SubscriberClient(**_emulated_credentials())
 
 
 def publisher_client() -> Any:
-    from google.cloud import pubsub_v1
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     return pubsub_v1.PublisherClient(**_emulated_credentials())
 
@@ -151,7 +151,7 @@ def backfill_messages(resources: Iterable[Mapping[str, Any]]) -> list[BackfillMe
 @dataclass
 class Planned:
     key: str
-    outcome: str  # "run", "skip" or "reject"
+    outcome: str  # "run", "batch", "skip" or "reject"
     reason: str = ""
     run_key: str = ""
     job_id: str = ""
@@ -176,7 +176,17 @@ def plan_backfill(config: Any, messages: Iterable[BackfillMessage]) -> list[Plan
         except RejectedError as exc:
             out.append(Planned(key=message.key, outcome="reject", reason=str(exc)))
             continue
-        if isinstance(planned, rules.Skip):
+        if isinstance(planned, rules.Batch):
+            out.append(
+                Planned(
+                    key=message.key,
+                    outcome="batch",
+                    reason="joins the route's batch window; a flush starts the run",
+                    route=planned.route,
+                    run_key=planned.run_key,
+                )
+            )
+        elif isinstance(planned, rules.Skip):
             out.append(
                 Planned(
                     key=message.key,

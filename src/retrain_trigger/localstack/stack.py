@@ -16,6 +16,7 @@ poller in this process delivers Eventarc-style CloudEvents instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import logging
@@ -499,7 +500,7 @@ class Stack:
                         ],
                         env=function_env,
                         cwd=str(source),
-                        ready=lambda port=port: http_answers(f"http://{HOST}:{port}/"),
+                        ready=functools.partial(http_answers, f"http://{HOST}:{port}/"),
                         ready_timeout=timeout,
                     )
                 )
@@ -563,7 +564,7 @@ class Stack:
     def _create_topic_and_subscription(self) -> None:
         from google.api_core import exceptions as gexc
         from google.auth.credentials import AnonymousCredentials
-        from google.cloud import pubsub_v1
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
         from google.protobuf import duration_pb2
 
         publisher = pubsub_v1.PublisherClient(credentials=AnonymousCredentials())
