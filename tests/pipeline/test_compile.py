@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+
 from pipeline_specs import compile as compile_cli
 from pipeline_specs import mnist_training as mt
 

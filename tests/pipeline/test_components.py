@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import sklearn
 from kfp.dsl import ClassificationMetrics, Dataset, Metrics, Model
+
 from pipeline_specs import mnist_training as mt
 
 HEADER_64 = ["label", *(f"p{i}" for i in range(64))]

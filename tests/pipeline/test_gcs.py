@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from kfp.dsl import Dataset, Metrics
-from pipeline_specs import mnist_training as mt
 
+from pipeline_specs import mnist_training as mt
 from retrain_trigger.sampledata import write_shards
 
 pytestmark = pytest.mark.emulator

@@ -179,7 +179,7 @@ def test_gs_template_through_fake_gcs(fake_gcs):
 
 def test_gs_template_missing(fake_gcs):
     fake_gcs.create_bucket("tmpl-missing")
-    with pytest.raises(TemplateError, match="gs://tmpl-missing/nope.yaml not found"):
+    with pytest.raises(TemplateError, match=r"gs://tmpl-missing/nope\.yaml not found"):
         TemplateCache().get("gs://tmpl-missing/nope.yaml")
 
 
