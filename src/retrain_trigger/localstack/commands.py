@@ -457,7 +457,7 @@ def cmd_replay(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     else:
         write_line(
             out,
-            f"{subscription}: seeked to {since.isoformat()}; messages since then are delivered again",
+            f"{subscription}: moved back to {since.isoformat()}: messages published since then are delivered again",
         )
     return 0
 

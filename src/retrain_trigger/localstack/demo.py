@@ -667,13 +667,17 @@ def run_demo(
     demo = Demo(out, pubsub=pubsub, timeout=timeout, root=folder, port_base=port_base)
     with terminate_on_signals():
         result = demo.run()
-    if not result.ok or not own:
-        write_line(out, f"Logs and state are in {folder}")
-    else:
-        shutil.rmtree(folder, ignore_errors=True)
+    keep = not result.ok or not own
     if json_out is not None:
-        json_out.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        summary = result.to_dict()
+        if not keep:
+            summary["stack_dir"] = None
+        json_out.write(json.dumps(summary, indent=2, default=str) + "\n")
         json_out.flush()
     else:
         render_summary(result, out)
+    if keep:
+        write_line(out, f"Logs and state are in {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
     return result
