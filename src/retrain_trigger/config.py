@@ -43,6 +43,7 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     "RETRAIN_SUBMIT_DEADLINE": ("submit_deadline_seconds", "total time for one submit"),
     "RETRAIN_STATE_DIR": ("state_dir", "folder of local state (SQLite, run logs)"),
     "RETRAIN_LOCAL_CONCURRENCY": ("local_concurrency", "runs the local backend runs at once"),
+    "RETRAIN_LOCAL_WORKER": ("local_worker", "run local pipelines in this process (true/false)"),
     "RETRAIN_STORE": ("store", "sqlite or firestore"),
     "RETRAIN_FIRESTORE_DATABASE": ("firestore_database", "Firestore database id"),
     "RETRAIN_HISTORY": ("history.enabled", "record every decision (true/false)"),
@@ -153,6 +154,7 @@ class Config:
     submit_deadline_seconds: float = 30.0
     state_dir: str = ".local/state"
     local_concurrency: int = 1
+    local_worker: bool = True
     store: str = "sqlite"
     firestore_database: str = "(default)"
     history: bool = False
@@ -367,7 +369,13 @@ def _build(top: _Reader, env: Mapping[str, str]) -> Config:
     concurrency = _int_env(env, "RETRAIN_LOCAL_CONCURRENCY", source) or local.integer(
         "concurrency", 1, low=1, high=64
     )
-    local.reject_unknown({"state_dir", "concurrency"})
+    worker_env = _env(env, "RETRAIN_LOCAL_WORKER").lower()
+    if worker_env not in ("", "true", "false"):
+        raise ConfigError(
+            f"must be true or false, got {worker_env!r}", source=source, field="RETRAIN_LOCAL_WORKER"
+        )
+    local_worker = worker_env == "true" if worker_env else local.boolean("worker", True)
+    local.reject_unknown({"state_dir", "concurrency", "worker"})
 
     store = _env(env, "RETRAIN_STORE") or top.string("store", "sqlite")
     if store not in STORES:
@@ -430,6 +438,7 @@ def _build(top: _Reader, env: Mapping[str, str]) -> Config:
         submit_deadline_seconds=deadline,
         state_dir=state_dir,
         local_concurrency=concurrency,
+        local_worker=local_worker,
         store=store,
         firestore_database=firestore_db,
         history=history,

@@ -133,7 +133,10 @@ def entry_for(decision: Decision, *, trace: Mapping[str, str] | None = None) -> 
         },
     }
     if decision.code:
-        entry["error"] = decision.code
+        failed = decision.outcome in (Outcome.REJECTED, Outcome.FAILED)
+        entry["error" if failed else "detail"] = decision.code
+    if decision.window_id:
+        entry["window_id"] = decision.window_id
     if decision.outcome is Outcome.FAILED:
         entry["retryable"] = decision.retryable
     if decision.trigger is not None:

@@ -1,7 +1,9 @@
 """The local stack end to end, with the real pieces: fake-gcs-server, the Pub/Sub emulator, both
-functions under functions-framework, the local backend's worker and the mnist pipeline.
+functions under functions-framework, the flush ticker, the local backend's worker and the mnist
+pipeline.
 
-    fake-gcs-server ─OBJECT_FINALIZE→ Pub/Sub emulator ─push→ function_gcs → ledger → worker → run
+    fake-gcs-server ─OBJECT_FINALIZE→ Pub/Sub emulator ─push→ function_gcs → batch window
+    ticker ─POST /flush→ function_http → manifest + one run → ledger → worker → pipeline
 """
 
 from __future__ import annotations
@@ -48,21 +50,23 @@ CODE_CHANGE = {
 }
 
 
-def write_folder(stack: Stack, day: str, shards: int = 2) -> str:
-    """Digit shards plus the folder's marker; returns the marker's run key."""
+def write_folder(stack: Stack, day: str, shards: int = 2) -> list[str]:
+    """Digit shards plus an empty marker file; returns the shards' run keys."""
     folder = f"gs://{stack.bucket}/data/{day}/"
-    sampledata.write_shards(folder, shards=shards)
-    generation = gcs.write_bytes(
-        folder + MARKER, b"", content_type="text/plain", if_generation_match=0
-    )
-    return f"{folder}{MARKER}#{generation}"
+    keys = []
+    for uri in sampledata.write_shards(folder, shards=shards):
+        name = gcs.split_uri(uri)[1]
+        [resource] = [r for r in objects.iter_objects(stack.bucket, name) if r["name"] == name]
+        keys.append(f"{uri}#{resource['generation']}")
+    gcs.write_bytes(folder + MARKER, b"", content_type="text/plain", if_generation_match=0)
+    return keys
 
 
 class Decisions:
-    """function_gcs's decision lines, read as they are written."""
+    """A function's decision lines, read as they are written."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.follower = LogFollower(stack.log_path("function-gcs"), from_start=True)
+    def __init__(self, stack: Stack, function: str = "function-gcs") -> None:
+        self.follower = LogFollower(stack.log_path(function), from_start=True)
         self.seen: list[dict[str, Any]] = []
 
     def read(self) -> list[dict[str, Any]]:
@@ -95,6 +99,22 @@ def wait_run(stack: Stack, job_id: str, timeout: float = RUN_TIMEOUT) -> Any:
     raise AssertionError(f"run {job_id} not finished after {timeout} s: {ledger.get(job_id)}")
 
 
+def window_run(stack: Stack, events: Decisions, flushes: Decisions, keys: list[str]) -> dict:
+    """Every key batched into one window, and the flush's decision for that window."""
+    batched = [events.wait(lambda e, k=k: e.get("run_key") == k and "window_id" in e) for k in keys]
+    windows = {e["window_id"] for e in batched}
+    assert len(windows) == 1, windows
+    [window_id] = windows
+    assert {e["decision"] for e in batched} == {"skipped"}
+    return flushes.wait(
+        lambda e: e.get("window_id") == window_id and e["decision"] == "submitted", timeout=90
+    )
+
+
+def manifest_of(record: Any) -> dict:
+    return json.loads(gcs.read_bytes(record.parameters["data_uri"], max_bytes=16 << 20))
+
+
 def run_count(stack: Stack) -> int:
     return len(stack.ledger().list(limit=1000))
 
@@ -112,17 +132,19 @@ def test_pubsub_path_runs_each_change_once(tmp_path: Path) -> None:
         started = dt.datetime.now(dt.UTC)
         seen = Decisions(stack)
 
-        # A data change: the notification travels fake-gcs-server → emulator → push → function_gcs.
-        run_key = write_folder(stack, "2026-11-27")
-        submitted = seen.wait(
-            lambda e: e.get("run_key") == run_key and e["decision"] == "submitted"
-        )
-        assert submitted["trigger"]["source"] == "pubsub:gcs-notifications"
-        assert submitted["trigger"]["event_type"] == "OBJECT_FINALIZE"
+        # A data change: each shard's notification travels fake-gcs-server → emulator → push →
+        # function_gcs, which batches it; the ticker's flush closes the quiet window: one run.
+        keys = write_folder(stack, "2026-11-27")
+        flushes = Decisions(stack, "function-http")
+        submitted = window_run(stack, seen, flushes, keys)
+        shard_event = next(e for e in seen.read() if e.get("run_key") == keys[0])
+        assert shard_event["trigger"]["source"] == "pubsub:gcs-notifications"
+        assert shard_event["trigger"]["event_type"] == "OBJECT_FINALIZE"
         data_run = wait_run(stack, submitted["job_id"])
         assert_succeeded(data_run)
         assert data_run.outputs["registered"] is True
-        assert data_run.parameters["data_uri"] == f"gs://{stack.bucket}/data/2026-11-27/"
+        manifest = manifest_of(data_run)
+        assert sorted(f"{o['uri']}#{o['generation']}" for o in manifest["objects"]) == sorted(keys)
         champion = json.loads(
             gcs.read_bytes(f"{stack.registry_uri}/champion.json", max_bytes=1 << 20)
         )
@@ -130,10 +152,11 @@ def test_pubsub_path_runs_each_change_once(tmp_path: Path) -> None:
         assert gcs.read_bytes(champion["model_uri"], max_bytes=64 << 20)
 
         # The same object's notification again: one run still.
-        resource = next(objects.iter_objects(stack.bucket, "data/2026-11-27/" + MARKER))
+        name = keys[0].split("#")[0].removeprefix(f"gs://{stack.bucket}/")
+        resource = next(objects.iter_objects(stack.bucket, name))
         after = len(seen.read())
         replay.publish(stack.topic, replay.backfill_messages([resource]))
-        again = seen.wait(lambda e: e.get("run_key") == run_key, after=after)
+        again = seen.wait(lambda e: e.get("run_key") == keys[0], after=after)
         assert again["decision"] == "duplicate"
         assert again["job_id"] == submitted["job_id"]
         assert run_count(stack) == 1
@@ -168,23 +191,39 @@ def test_poller_path_delivers_eventarc_events(tmp_path: Path) -> None:
         assert stack.mode == "poller"
         seen = Decisions(stack)
 
-        run_key = write_folder(stack, "2026-11-28", shards=1)
-        submitted = seen.wait(
-            lambda e: e.get("run_key") == run_key and e["decision"] == "submitted"
-        )
-        assert submitted["trigger"]["source"] == "eventarc"
-        assert submitted["trigger"]["event_type"] == "google.cloud.storage.object.v1.finalized"
+        keys = write_folder(stack, "2026-11-28", shards=1)
+        submitted = window_run(stack, seen, Decisions(stack, "function-http"), keys)
+        shard_event = next(e for e in seen.read() if e.get("run_key") == keys[0])
+        assert shard_event["trigger"]["source"] == "eventarc"
+        assert shard_event["trigger"]["event_type"] == "google.cloud.storage.object.v1.finalized"
         assert_succeeded(wait_run(stack, submitted["job_id"]))
 
-        resource = next(objects.iter_objects(stack.bucket, "data/2026-11-28/" + MARKER))
+        name = keys[0].split("#")[0].removeprefix(f"gs://{stack.bucket}/")
+        resource = next(objects.iter_objects(stack.bucket, name))
         after = len(seen.read())
         assert (
             post_cloud_event(stack.function_gcs_url, objects.storage_cloud_event(resource)) == 200
         )
         assert (
-            seen.wait(lambda e: e.get("run_key") == run_key, after=after)["decision"] == "duplicate"
+            seen.wait(lambda e: e.get("run_key") == keys[0], after=after)["decision"] == "duplicate"
         )
         assert run_count(stack) == 1
+
+
+@pytest.mark.skipif(NO_EMULATOR, reason=NO_EMULATOR_REASON)
+def test_two_hundred_objects_in_one_window_make_one_run(tmp_path: Path) -> None:
+    with Stack(tmp_path / "stack", pubsub=True, window_quiet_seconds=8) as stack:
+        seen = Decisions(stack)
+        started = time.monotonic()
+        keys = write_folder(stack, "2026-11-30", shards=200)
+        submitted = window_run(stack, seen, Decisions(stack, "function-http"), keys)
+        record = wait_run(stack, submitted["job_id"], timeout=240)
+        assert_succeeded(record)
+        manifest = manifest_of(record)
+        assert manifest["count"] == 200
+        assert sorted(f"{o['uri']}#{o['generation']}" for o in manifest["objects"]) == sorted(keys)
+        assert run_count(stack) == 1
+        print(f"200 objects -> 1 run SUCCEEDED in {time.monotonic() - started:.1f} s")
 
 
 def test_demo_passes_and_reports_json(tmp_path: Path) -> None:
@@ -198,7 +237,7 @@ def test_demo_passes_and_reports_json(tmp_path: Path) -> None:
     report = json.loads(summary.getvalue())
     assert report["ok"], narration.getvalue()
     assert [s["name"] for s in report["steps"]] == [
-        "stack", "data", "data_run", "champion", "code_run", "redelivery", "replay", "teardown",
+        "stack", "data", "data_run", "champion", "why", "code_run", "redelivery", "replay", "teardown",
     ]  # fmt: skip
     assert all(s["ok"] for s in report["steps"])
     assert [r["state"] for r in report["runs"]] == ["SUCCEEDED", "SUCCEEDED"]

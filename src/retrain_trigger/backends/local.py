@@ -322,6 +322,7 @@ class LocalBackend:
 
     @classmethod
     def from_config(cls, config: Config, **options: Any) -> LocalBackend:
+        options.setdefault("start_worker", config.local_worker)
         return cls(
             config.state_dir,
             concurrency=config.local_concurrency,

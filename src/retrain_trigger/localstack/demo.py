@@ -3,17 +3,20 @@
 Steps, each timed and checked:
 
 1. ``stack``: start the local stack (Pub/Sub emulator mode when installed, else the poller);
-2. ``data``: write the digits data set as CSV shards to ``gs://<bucket>/data/<date>/`` and
-   commit the folder with its ``_SUCCESS`` marker;
-3. ``data_run``: the notification reaches ``function_gcs``, which submits one run; wait for it
-   to succeed;
+2. ``data``: write the digits data set as CSV shards to ``gs://<bucket>/data/<date>/``, and an
+   empty ``_SUCCESS`` file (which the rules skip: zero bytes);
+3. ``data_run``: each shard's notification reaches ``function_gcs``, which batches it into the
+   route's window; once the window is quiet, the flush ticker's ``POST /flush`` closes it, writes
+   its manifest and submits one run; wait for it to succeed;
 4. ``champion``: read ``champion.json`` from the model registry in the bucket;
-5. ``code_run``: POST a code change (``kind=code``) to ``function_http``; its run succeeds;
-6. ``redelivery``: deliver the marker's event again; ``function_gcs`` answers ``duplicate``,
-   and so does ``function_http`` for the same code change;
-7. ``replay``: seek the push subscription back to the demo's start (or, without Pub/Sub, deliver
+5. ``why``: ask the decision history what happened to ``_SUCCESS`` (skipped, and why) and to a
+   shard (batched, in which window, which run, its state);
+6. ``code_run``: POST a code change (``kind=code``) to ``function_http``; its run succeeds;
+7. ``redelivery``: deliver a shard's event again; ``function_gcs`` answers ``duplicate``, and so
+   does ``function_http`` for the same code change;
+8. ``replay``: seek the push subscription back to the demo's start (or, without Pub/Sub, deliver
    every object's event again); everything is answered and no new run starts;
-8. ``teardown``: stop the stack; no child process is left.
+9. ``teardown``: stop the stack; no child process is left.
 
 The process exits non-zero when any step did not happen as described.
 """
@@ -192,7 +195,10 @@ class Demo:
         self.deadline = 0.0
         self.started = 0.0
         self.started_at: dt.datetime | None = None
-        self.marker_key = ""
+        self.marker_uri = ""
+        self.shard_keys: list[str] = []
+        self.http_log: LogFollower | None = None
+        self.http_decisions: list[dict[str, Any]] = []
         self.runs: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ output
@@ -236,9 +242,10 @@ class Demo:
     # ------------------------------------------------------------------ waiting
 
     def read_decisions(self) -> list[dict[str, Any]]:
-        assert self.gcs_log is not None
+        assert self.gcs_log is not None and self.http_log is not None
         new = decisions(self.gcs_log.lines())
         self.gcs_decisions.extend(new)
+        self.http_decisions.extend(decisions(self.http_log.lines()))
         return new
 
     def wait_for(self, what: str, probe: Callable[[], Any], *, timeout: float | None = None) -> Any:
@@ -319,6 +326,7 @@ class Demo:
             stack.start()
             self.stack = stack
             self.gcs_log = stack.follow("function-gcs", from_start=True)
+            self.http_log = stack.follow("function-http", from_start=True)
             via = (
                 "fake-gcs-server → Pub/Sub emulator → push → function_gcs"
                 if stack.mode == "pubsub"
@@ -332,6 +340,7 @@ class Demo:
             self._data,
             self._data_run,
             self._champion,
+            self._why,
             self._code_run,
             self._redelivery,
             self._replay,
@@ -347,39 +356,89 @@ class Demo:
         folder = f"gs://{self.stack.bucket}/{DATA_PREFIX}{day}/"
         with self.step("data", f"Writing digit shards to {folder}") as step:
             written = sampledata.write_shards(folder, shards=4)
-            marker = folder + MARKER
-            generation = gcs.write_bytes(
-                marker, b"", content_type="text/plain", if_generation_match=0
-            )
-            self.marker_key = f"{marker}#{generation}"
-            step.detail = f"{len(written)} shards + {MARKER} (generation {generation})"
-            step.data.update({"objects": [*written, marker], "run_key": self.marker_key})
+            self.shard_keys = []
+            for uri in written:
+                bucket, name = gcs.split_uri(uri)
+                resource = next(r for r in objects.iter_objects(bucket, name) if r["name"] == name)
+                self.shard_keys.append(f"{uri}#{resource['generation']}")
+            self.marker_uri = folder + MARKER
+            gcs.write_bytes(self.marker_uri, b"", content_type="text/plain", if_generation_match=0)
+            step.detail = f"{len(written)} shards + an empty {MARKER}"
+            step.data.update({"objects": [*written, self.marker_uri], "shards": self.shard_keys})
         return self.steps[-1].ok
 
     def _data_run(self) -> bool:
         with self.step(
-            "data_run", "Waiting for the data change to start a run and for it to succeed"
+            "data_run",
+            "Waiting for the shards to be batched into one window, its run, and its success",
         ) as step:
+
+            def batched() -> list[dict[str, Any]] | None:
+                self.read_decisions()
+                found = {
+                    e.get("run_key"): e
+                    for e in self.gcs_decisions
+                    if e.get("run_key") in self.shard_keys and e.get("window_id")
+                }
+                return list(found.values()) if len(found) == len(self.shard_keys) else None
+
+            shard_entries = self.wait_for("function_gcs batching every shard", batched)
+            windows = {e["window_id"] for e in shard_entries}
+            if len(windows) != 1:
+                raise StepFailed(f"the shards went to {len(windows)} windows: {sorted(windows)}")
+            window_id = windows.pop()
+            self.say(f"    {len(shard_entries)} shards batched into window {window_id}")
 
             def submitted() -> dict[str, Any] | None:
                 self.read_decisions()
-                for entry in self.gcs_decisions:
-                    if (
-                        entry.get("run_key") == self.marker_key
-                        and entry.get("decision") == "submitted"
-                    ):
+                for entry in self.http_decisions:
+                    if entry.get("window_id") == window_id and entry.get("decision") == "submitted":
                         return entry
                 return None
 
-            entry = self.wait_for("function_gcs deciding on the marker", submitted)
+            entry = self.wait_for(f"the flush closing window {window_id}", submitted)
             job_id = str(entry["job_id"])
-            skipped = sum(1 for e in self.gcs_decisions if e.get("decision") == "skipped")
-            self.say(
-                f"    submitted {job_id} ({skipped} shard event(s) skipped: waiting for {MARKER})"
-            )
             record = self.wait_run(job_id)
+            manifest_uri = str(record.parameters.get("data_uri", ""))
+            from retrain_trigger import gcs
+
+            manifest = json.loads(gcs.read_bytes(manifest_uri, max_bytes=16 << 20))
+            self.say(f"    window closed: {manifest['count']} objects in {manifest_uri}")
+            if manifest["count"] != len(self.shard_keys):
+                raise StepFailed(
+                    f"manifest lists {manifest['count']} objects, not {len(self.shard_keys)}"
+                )
             self.run_ids["data"] = job_id
+            step.data.update({"window_id": window_id, "manifest": manifest_uri})
             self._check_succeeded(step, record)
+            step.detail += f", manifest of {manifest['count']} objects"
+        return self.steps[-1].ok
+
+    def _why(self) -> bool:
+        from retrain_trigger.history import _text_explain, explain
+
+        assert self.stack is not None
+        with self.step("why", "Asking the decision history why (retrain-trigger why)") as step:
+            service = self.stack.service()
+            marker = explain(service, self.marker_uri)
+            shard = explain(service, self.shard_keys[0].split("#", 1)[0])
+            for report in (marker, shard):
+                for line in _text_explain(report).splitlines():
+                    self.say("    " + line)
+            first = marker["decisions"][0] if marker["decisions"] else {}
+            if first.get("decision") != "skipped" or "0 bytes" not in first.get("reason", ""):
+                raise StepFailed(f"expected {MARKER} skipped for its size, got {first}")
+            latest = shard["decisions"][-1] if shard["decisions"] else {}
+            window = latest.get("window") or {}
+            if window.get("state") != "CLOSED" or latest.get("run_state") != "SUCCEEDED":
+                raise StepFailed(
+                    f"expected the shard's window CLOSED and its run SUCCEEDED: {latest}"
+                )
+            step.detail = (
+                f"{MARKER}: skipped ({first['reason']}); shard: window {window['id']} "
+                f"closed, run {latest['job_id']} {latest['run_state']}"
+            )
+            step.data.update({"marker": marker, "shard": shard})
         return self.steps[-1].ok
 
     def _check_succeeded(self, step: Step, record: Any) -> None:
@@ -463,18 +522,17 @@ class Demo:
         stack = self.stack
         with self.step("redelivery", "Delivering the same events again") as step:
             runs_before = len(stack.ledger().list(limit=10_000))
-            marker_name = self.marker_key.split("#")[0][len(f"gs://{stack.bucket}/") :]
+            shard_key = self.shard_keys[0]
+            shard_name = shard_key.split("#")[0][len(f"gs://{stack.bucket}/") :]
             resource = next(
-                r
-                for r in objects.iter_objects(stack.bucket, marker_name)
-                if r["name"] == marker_name
+                r for r in objects.iter_objects(stack.bucket, shard_name) if r["name"] == shard_name
             )
             seen = len(self.gcs_decisions)
             if stack.mode == "pubsub":
                 from retrain_trigger.localstack import replay
 
                 [message_id] = replay.publish(stack.topic, replay.backfill_messages([resource]))
-                how = f"republished the marker's GCS notification to {stack.topic_id} (message {message_id})"
+                how = f"republished a shard's GCS notification to {stack.topic_id} (message {message_id})"
             else:
                 from retrain_trigger.localstack.poller import post_cloud_event
 
@@ -483,12 +541,12 @@ class Demo:
                 )
                 if status != 200:
                     raise StepFailed(f"function_gcs answered HTTP {status} to the same CloudEvent")
-                how = "POSTed the marker's CloudEvent again to function_gcs"
+                how = "POSTed a shard's CloudEvent again to function_gcs"
 
             def answered() -> dict[str, Any] | None:
                 self.read_decisions()
                 for entry in self.gcs_decisions[seen:]:
-                    if entry.get("run_key") == self.marker_key:
+                    if entry.get("run_key") == shard_key:
                         return entry
                 return None
 

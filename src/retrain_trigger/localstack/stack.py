@@ -140,8 +140,23 @@ def pubsub_emulator_command() -> list[str] | None:
 # --------------------------------------------------------------------------- configuration
 
 
-def local_config(*, bucket: str, template: str, state_dir: str) -> dict[str, Any]:
-    """The stack's configuration: one route fed by data, code and base-model changes."""
+WINDOW_QUIET_SECONDS = 3
+WINDOW_MAX_WAIT_SECONDS = 60
+
+
+def local_config(
+    *,
+    bucket: str,
+    template: str,
+    state_dir: str,
+    quiet_seconds: int = WINDOW_QUIET_SECONDS,
+    max_wait_seconds: int = WINDOW_MAX_WAIT_SECONDS,
+) -> dict[str, Any]:
+    """The stack's configuration: one route fed by data, code and base-model changes.
+
+    Data changes are batched: every object landing under ``data/`` joins the route's window, and
+    one run starts on the window's manifest once no object arrived for ``quiet_seconds``.
+    """
     return {
         "backend": "local",
         "auth": {"mode": "none"},
@@ -162,8 +177,9 @@ def local_config(*, bucket: str, template: str, state_dir: str) -> dict[str, Any
                 "data": {
                     "bucket": bucket,
                     "include": [f"{DATA_PREFIX}**"],
-                    "mode": "marker",
-                    "marker": MARKER,
+                    "mode": "window",
+                    "quiet_seconds": quiet_seconds,
+                    "max_wait_seconds": max_wait_seconds,
                 },
                 "code": True,
                 "model": True,
@@ -218,6 +234,8 @@ class Stack:
         topic: str = DEFAULT_TOPIC,
         subscription: str = DEFAULT_SUBSCRIPTION,
         poll_interval: float = 1.0,
+        flush_interval: float = 1.0,
+        window_quiet_seconds: int = WINDOW_QUIET_SECONDS,
         worker: bool = True,
         persist: bool = False,
         ready_timeout: float = 60.0,
@@ -234,6 +252,8 @@ class Stack:
         self.topic_id = topic
         self.subscription_id = subscription
         self.poll_interval = poll_interval
+        self.flush_interval = flush_interval
+        self.window_quiet_seconds = window_quiet_seconds
         self.run_worker = worker
         self.persist = persist
         self.ready_timeout = ready_timeout
@@ -242,6 +262,7 @@ class Stack:
         self.supervisor: Supervisor | None = None
         self.children: dict[str, Child] = {}
         self.poller: Any = None
+        self.ticker: Any = None
         self.started_at = 0.0
         self.startup_seconds = 0.0
         self._saved_env: dict[str, str | None] = {}
@@ -370,6 +391,9 @@ class Stack:
             self._start_children(source, gcs_binary, emulator)
             if self.poller is not None:
                 self.poller.start()
+            from retrain_trigger.localstack.ticker import FlushTicker
+
+            self.ticker = FlushTicker(self.function_http_url, interval=self.flush_interval).start()
         except BaseException:
             self.stop()
             raise
@@ -377,6 +401,9 @@ class Stack:
         return self
 
     def stop(self) -> None:
+        if self.ticker is not None:
+            self.ticker.stop()
+            self.ticker = None
         if self.poller is not None:
             self.poller.stop()
             self.poller = None
@@ -393,7 +420,12 @@ class Stack:
     def _write_config(self, template: str) -> None:
         import yaml
 
-        config = local_config(bucket=self.bucket, template=template, state_dir=str(self.state_dir))
+        config = local_config(
+            bucket=self.bucket,
+            template=template,
+            state_dir=str(self.state_dir),
+            quiet_seconds=self.window_quiet_seconds,
+        )
         header = (
             "# Written by `retrain-trigger up` for the local stack; regenerated on every start.\n"
         )
@@ -407,6 +439,8 @@ class Stack:
                 "RETRAIN_BACKEND": "local",
                 "RETRAIN_AUTH": "none",
                 "RETRAIN_STATE_DIR": str(self.state_dir),
+                # The stack's own worker runs the pipelines; the functions only submit.
+                "RETRAIN_LOCAL_WORKER": "false",
                 "STORAGE_EMULATOR_HOST": self.gcs_url,
                 "PYTHONUNBUFFERED": "1",
             }
@@ -625,6 +659,12 @@ class Stack:
         from retrain_trigger.config import load_config
 
         return load_config(self.config_path, env=self._child_env({}))
+
+    def service(self) -> Any:
+        """A Service over the stack's configuration, ledger and state store (no worker of its own)."""
+        from retrain_trigger.service import Service
+
+        return Service.from_config(self.config())
 
     def ledger(self) -> Any:
         from retrain_trigger.ledger import Ledger
