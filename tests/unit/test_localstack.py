@@ -67,6 +67,19 @@ def stack_config() -> Any:
     return parse_config(text, source="stack.yaml")
 
 
+@pytest.fixture
+def marker_config() -> Any:
+    """The stack's configuration with its data route in marker mode (one run per folder)."""
+    import yaml
+
+    config = local_config(bucket="ct-bucket", template=str(TEMPLATE), state_dir="/tmp/unused")
+    data = config["routes"][0]["data"]
+    data.update({"mode": "marker", "marker": "_SUCCESS"})
+    data.pop("quiet_seconds")
+    data.pop("max_wait_seconds")
+    return parse_config(yaml.safe_dump(config), source="stack.yaml")
+
+
 # --------------------------------------------------------------------------- event building
 
 
@@ -411,16 +424,24 @@ def test_backfill_messages_one_per_object_without_folders() -> None:
     assert all(m.attributes["eventType"] == "OBJECT_FINALIZE" for m in messages)
 
 
-def test_plan_backfill_uses_the_core_rules_and_run_keys(stack_config: Any) -> None:
-    messages = replay.backfill_messages(
-        [
-            resource("data/d/a.csv", "3"),
-            resource("data/d/_SUCCESS", "4", size="0"),
-            resource("models/champion.json", "5"),
-        ]
-    )
+BACKFILL = [
+    resource("data/d/a.csv", "3"),
+    resource("data/d/_SUCCESS", "4", size="0"),
+    resource("models/champion.json", "5"),
+]
 
-    planned = replay.plan_backfill(stack_config, messages)
+
+def test_plan_backfill_in_window_mode(stack_config: Any) -> None:
+    planned = replay.plan_backfill(stack_config, replay.backfill_messages(BACKFILL))
+
+    assert [p.outcome for p in planned] == ["batch", "skip", "skip"]
+    assert planned[0].run_key == "gs://ct-bucket/data/d/a.csv#3"
+    assert "0 bytes" in planned[1].reason
+    assert "no route" in planned[2].reason
+
+
+def test_plan_backfill_uses_the_core_rules_and_run_keys(marker_config: Any) -> None:
+    planned = replay.plan_backfill(marker_config, replay.backfill_messages(BACKFILL))
 
     assert [p.outcome for p in planned] == ["skip", "run", "skip"]
     run = planned[1]
@@ -518,7 +539,8 @@ def test_local_config_is_valid_and_routes_every_kind(stack_config: Any) -> None:
     assert stack_config.auth.mode == "none"
     assert route.pipeline_root == "gs://ct-bucket/pipeline-root"
     assert route.data.include == ("data/**",)
-    assert route.data.mode == "marker"
+    assert route.data.mode == "window"
+    assert route.data.quiet_seconds == 3
     assert route.code and route.model
     assert route.parameters["model_registry_uri"] == "gs://ct-bucket/models"
 
