@@ -26,8 +26,8 @@ $(CHECKOV_VENV)/.installed:
 setup: $(BIN)/.installed $(CHECKOV_VENV)/.installed ## create the virtual environments (idempotent)
 
 lint: setup ## ruff and mypy
-	$(BIN)/ruff check src tests function_http function_gcs pipeline_specs bench
-	$(BIN)/ruff format --check src tests function_http function_gcs pipeline_specs bench
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/mypy
 
 test: setup ## set up, lint and run the whole test suite (emulators are started by the tests)
