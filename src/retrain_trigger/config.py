@@ -372,7 +372,9 @@ def _build(top: _Reader, env: Mapping[str, str]) -> Config:
     worker_env = _env(env, "RETRAIN_LOCAL_WORKER").lower()
     if worker_env not in ("", "true", "false"):
         raise ConfigError(
-            f"must be true or false, got {worker_env!r}", source=source, field="RETRAIN_LOCAL_WORKER"
+            f"must be true or false, got {worker_env!r}",
+            source=source,
+            field="RETRAIN_LOCAL_WORKER",
         )
     local_worker = worker_env == "true" if worker_env else local.boolean("worker", True)
     local.reject_unknown({"state_dir", "concurrency", "worker"})
