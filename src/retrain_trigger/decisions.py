@@ -133,8 +133,7 @@ def entry_for(decision: Decision, *, trace: Mapping[str, str] | None = None) -> 
         },
     }
     if decision.code:
-        failed = decision.outcome in (Outcome.REJECTED, Outcome.FAILED)
-        entry["error" if failed else "detail"] = decision.code
+        entry[decision.code_field] = decision.code
     if decision.window_id:
         entry["window_id"] = decision.window_id
     if decision.outcome is Outcome.FAILED:

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from retrain_trigger import _sqlite
+
 if TYPE_CHECKING:
     from retrain_trigger.backends import JobStatus
 
@@ -268,12 +270,7 @@ class Ledger:
 
     def connect(self) -> sqlite3.Connection:
         """A new connection in autocommit mode; transactions are opened explicitly."""
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        return conn
+        return _sqlite.connect(self.path, self.busy_timeout, synchronous="FULL")
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -301,11 +298,7 @@ class Ledger:
     def _init_schema(self) -> None:
         conn = self.connect()
         try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":  # pragma: no cover - e.g. a file system without shm
-                raise sqlite3.OperationalError(
-                    f"cannot switch {self.path} to WAL mode (got {mode})"
-                )
+            _sqlite.use_wal(conn, self.path)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]

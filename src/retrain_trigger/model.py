@@ -162,6 +162,11 @@ class Decision:
     def ok(self) -> bool:
         return self.outcome in (Outcome.SUBMITTED, Outcome.DUPLICATE, Outcome.SKIPPED)
 
+    @property
+    def code_field(self) -> str:
+        """``error`` for rejected and failed decisions, ``detail`` for the others."""
+        return "error" if self.outcome in (Outcome.REJECTED, Outcome.FAILED) else "detail"
+
     def answer(self) -> dict[str, Any]:
         """The JSON body the HTTP entry point returns."""
         body: dict[str, Any] = {
@@ -174,8 +179,7 @@ class Decision:
         if self.route:
             body["route"] = self.route
         if self.code:
-            failed = self.outcome in (Outcome.REJECTED, Outcome.FAILED)
-            body["error" if failed else "detail"] = self.code
+            body[self.code_field] = self.code
         if self.window_id:
             body["window_id"] = self.window_id
         if self.outcome is Outcome.FAILED:

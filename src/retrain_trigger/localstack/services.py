@@ -82,15 +82,9 @@ class Child:
 
 
 def tail_file(path: Path, lines: int = 20, *, max_bytes: int = 64 << 10) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read()
-    except OSError:
-        return ""
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+    from retrain_trigger.backends._localrun import read_log_tail
+
+    return "\n".join(read_log_tail(path, max_bytes).splitlines()[-lines:])
 
 
 def free_port(host: str = "127.0.0.1") -> int:

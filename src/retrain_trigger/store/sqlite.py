@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from retrain_trigger import _sqlite
 from retrain_trigger.store.base import (
     DEFAULT_DECISION_LIMIT,
     DEFAULT_OBJECT_LIMIT,
@@ -171,12 +172,7 @@ class SQLiteStore:
     # -- connections -------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        return conn
+        return _sqlite.connect(self.path, self.busy_timeout)
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -205,9 +201,10 @@ class SQLiteStore:
 
     def _init_schema(self) -> None:
         with self._read() as conn:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":  # pragma: no cover - e.g. a file system without shm
-                raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode})")
+            try:
+                _sqlite.use_wal(conn, self.path)
+            except sqlite3.OperationalError as exc:  # pragma: no cover
+                raise StoreError(str(exc)) from None
             conn.execute("BEGIN IMMEDIATE")
             try:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
