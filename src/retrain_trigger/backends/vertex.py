@@ -43,6 +43,7 @@ import logging
 import re
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -223,6 +224,26 @@ def _unavailable(
     return BackendUnavailable(
         f"Vertex AI unavailable for {what} ({tries} in {elapsed:.1f}s): {_describe(cause)}"
     )
+
+
+def _release_frames(*errors: BaseException | None) -> None:
+    """Clears the locals of the finished frames that failed calls' tracebacks keep alive.
+
+    Those frames hold the request (the pipeline spec, as protobuf and as a ~100 KB JSON body) and,
+    through api_core's retry loop and ``_call``'s ``on_error``, the error itself: a reference
+    cycle that only the garbage collector's full collections free, and those run rarely in a
+    process holding the client's long-lived objects. Every 409 of a duplicate delivery, and every
+    failed attempt, would otherwise keep its request in memory until then.
+    """
+    todo = [e for e in errors if e is not None]
+    seen: set[int] = set()
+    while todo:
+        error = todo.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        todo.extend(e for e in (error.__cause__, error.__context__) if e is not None)
 
 
 # -- values --------------------------------------------------------------------------------------
@@ -410,7 +431,12 @@ class VertexBackend:
             return policy(attempt)()
         except gave_up as exc:
             elapsed = time.monotonic() - started
-            raise _unavailable(last_error or exc, what, elapsed, attempts) from exc
+            error = _unavailable(last_error or exc, what, elapsed, attempts)
+            _release_frames(exc, last_error)
+            raise error from exc
+        except BaseException as exc:  # the API's own errors (409, 404 ...), for the caller
+            _release_frames(exc, last_error)
+            raise
 
     def _translate(self, exc: Exception, what: str, where: str) -> SubmitError:
         from google.api_core import exceptions as gexc
