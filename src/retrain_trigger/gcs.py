@@ -63,14 +63,17 @@ def _translate(uri: str, exc: Exception) -> Exception:
     return BackendUnavailable(f"{uri} could not be read: {type(exc).__name__}: {exc}")
 
 
-def read_bytes(uri: str, *, max_bytes: int) -> bytes:
+def read_bytes(uri: str, *, max_bytes: int, deadline: float = 20.0) -> bytes:
+    """The object's bytes. Transient errors are retried for ``deadline`` seconds in all, and no
+    single attempt waits longer than that either."""
     from google.cloud.storage.retry import DEFAULT_RETRY
 
     bucket, name = split_uri(uri)
+    timeout = (min(READ_TIMEOUT[0], deadline), min(READ_TIMEOUT[1], deadline))
     try:
         blob = client().bucket(bucket).blob(name)
         data = blob.download_as_bytes(
-            timeout=READ_TIMEOUT, retry=DEFAULT_RETRY.with_timeout(20.0), end=max_bytes
+            timeout=timeout, retry=DEFAULT_RETRY.with_timeout(deadline), end=max_bytes
         )
     except Exception as exc:
         raise _translate(uri, exc) from None

@@ -43,7 +43,9 @@ class Service:
     ) -> None:
         self.config = config
         base_dir = os.path.dirname(os.path.abspath(config.source)) if config.source else ""
-        self.templates = templates or TemplateCache(base_dir=base_dir)
+        self.templates = templates or TemplateCache(
+            base_dir=base_dir, deadline=config.submit_deadline_seconds
+        )
         self._backend = backend
         self._backend_lock = threading.Lock()
         self._checked: set[tuple[str, str]] = set()

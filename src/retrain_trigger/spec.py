@@ -20,6 +20,8 @@ from typing import Any
 from retrain_trigger.errors import ConfigError, TemplateError, Unprocessable
 
 MAX_TEMPLATE_BYTES = 16 << 20
+# Seconds a remote template read may take, retries included (the Service passes its deadline).
+READ_DEADLINE = 20.0
 
 PARAMETER_TYPES = ("STRING", "NUMBER_INTEGER", "NUMBER_DOUBLE", "BOOLEAN", "LIST", "STRUCT")
 
@@ -199,13 +201,13 @@ def _read_local(uri: str) -> bytes:
     return raw
 
 
-def _read_gcs(uri: str) -> bytes:
+def _read_gcs(uri: str, deadline: float) -> bytes:
     from retrain_trigger import gcs
 
-    return gcs.read_bytes(uri, max_bytes=MAX_TEMPLATE_BYTES)
+    return gcs.read_bytes(uri, max_bytes=MAX_TEMPLATE_BYTES, deadline=deadline)
 
 
-def _read_https(uri: str) -> bytes:
+def _read_https(uri: str, deadline: float) -> bytes:
     """Artifact Registry KFP repositories serve the template at the template URI itself."""
     import google.auth
     import google.auth.transport.requests
@@ -216,7 +218,7 @@ def _read_https(uri: str) -> bytes:
             scopes=["https://www.googleapis.com/auth/cloud-platform"]
         )
         session = google.auth.transport.requests.AuthorizedSession(credentials)
-        response = session.get(uri, timeout=30)
+        response = session.get(uri, timeout=deadline)
     except GoogleAuthError as exc:
         raise TemplateError(f"template {uri}: no credentials to read it: {exc}") from None
     except Exception as exc:  # requests' connection errors: transient
@@ -237,8 +239,9 @@ def _read_https(uri: str) -> bytes:
 class TemplateCache:
     """Reads each template URI once per process (per instance, on Cloud Functions)."""
 
-    def __init__(self, base_dir: str = "") -> None:
+    def __init__(self, base_dir: str = "", *, deadline: float = READ_DEADLINE) -> None:
         self._base_dir = base_dir
+        self.deadline = deadline
         self._lock = threading.Lock()
         self._templates: dict[str, PipelineTemplate] = {}
 
@@ -253,7 +256,9 @@ class TemplateCache:
             cached = self._templates.get(uri)
         if cached is not None:
             return cached
-        template = parse_template(read_template_bytes(self.resolve(uri)), uri)
+        template = parse_template(
+            read_template_bytes(self.resolve(uri), deadline=self.deadline), uri
+        )
         with self._lock:
             return self._templates.setdefault(uri, template)
 
@@ -266,11 +271,12 @@ class TemplateCache:
             self._templates.clear()
 
 
-def read_template_bytes(uri: str) -> bytes:
+def read_template_bytes(uri: str, *, deadline: float = READ_DEADLINE) -> bytes:
+    """The template's bytes; a remote read, retries included, takes about ``deadline`` at most."""
     if uri.startswith("gs://"):
-        return _read_gcs(uri)
+        return _read_gcs(uri, deadline)
     if uri.startswith("https://"):
-        return _read_https(uri)
+        return _read_https(uri, deadline)
     if uri.startswith("http://"):
         raise TemplateError(f"template {uri}: plain http is not allowed")
     return _read_local(uri)
