@@ -488,8 +488,13 @@ def decode_cloud_event(event: Any, *, max_bytes: int = 1 << 20) -> Trigger:
             what="event data",
             max_bytes=max_bytes,
         )
-    elif data is not None and len(json.dumps(data, default=str)) > max_bytes:
-        raise PayloadTooLarge(f"event data is larger than {max_bytes} bytes")
+    elif data is not None:
+        try:
+            size = len(json.dumps(data, default=str))
+        except (RecursionError, ValueError):  # nested too deeply, or circular
+            raise InvalidEvent("event data is nested too deeply to be JSON") from None
+        if size > max_bytes:
+            raise PayloadTooLarge(f"event data is larger than {max_bytes} bytes")
     if ce_type.startswith(STORAGE_PREFIX):
         resource = _object(data, "storage event data")
         return trigger_from_gcs_object(
