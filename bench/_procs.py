@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+PYCACHE = REPO / "bench" / "results" / ".pycache"
 HOST = "127.0.0.1"
 
 # Settings of the caller's shell that must not reach a function under test.
@@ -349,6 +350,11 @@ class FunctionProcess:
         self.signature = signature
         self.port = free_port()
         self.env = base_env({**env, "WORKERS": "1", "THREADS": str(threads)})
+        # Bytecode caches for every module, ours and the libraries', in one private tree: both
+        # implementations start with compiled modules (warmed by the discarded first round), and
+        # a caller's PYTHONDONTWRITEBYTECODE cannot make only the uninstalled sources recompile.
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        self.env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
         self.cpu = cpu
         fd, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=log_dir)
         os.close(fd)

@@ -133,7 +133,8 @@ def _one_cold(bench: Bench, impl: str, kind: str) -> dict[str, Any]:
 
 def cold_start(bench: Bench, sizes: Sizes) -> Result:
     samples: dict[str, list[dict[str, Any]]] = {f"{i}/{k}": [] for i, k in COLD_VARIANTS}
-    # Round 0 fills the page cache and the bytecode caches of every variant; it is discarded.
+    # Round 0 fills the page cache and the bytecode caches (bench/results/.pycache) of every
+    # variant; it is discarded.
     # The variants are interleaved so that drift in machine load hits all of them alike.
     for round_ in range(sizes.cold_runs + 1):
         for impl, kind in COLD_VARIANTS:
@@ -435,6 +436,7 @@ def storm(bench: Bench, sizes: Sizes) -> Result:
 
 
 def _memory_run(bench: Bench, impl: str, sizes: Sizes) -> dict[str, Any]:
+    bench.vertex.reset()
     function = (bench.ours() if impl == "ours" else bench.baseline()).start()
     try:
         function.wait_listening()
