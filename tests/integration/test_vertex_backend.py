@@ -140,15 +140,28 @@ def test_second_submit_with_the_same_id_is_a_duplicate(
 ) -> None:
     first = backend.submit(run_request(), template)
     fake_vertex.set_state(JOB_ID, "RUNNING")
+    # Another instance (a cold one) learns of the job from Vertex's 409.
+    other = VertexBackend(PROJECT, REGION, endpoint=fake_vertex.endpoint, deadline=DEADLINE)
 
-    second = backend.submit(run_request(), template)
+    second = other.submit(run_request(), template)
 
     assert first.created is True
     assert second.created is False
     assert second.job_name == first.job_name
     assert second.state == "RUNNING"
-    assert statuses(fake_vertex) == [200, 409]
+    assert statuses(fake_vertex) == [200, 409]  # the create, and the one Vertex refused
     assert list(fake_vertex.jobs) == [JOB_ID]
+
+
+def test_the_same_instance_answers_a_redelivery_from_memory(
+    backend: VertexBackend, fake_vertex: FakeVertex, template: PipelineTemplate
+) -> None:
+    first = backend.submit(run_request(), template)
+    again = [backend.submit(run_request(), template) for _ in range(3)]
+
+    assert [h.created for h in again] == [False, False, False]
+    assert {h.job_name for h in again} == {first.job_name}
+    assert statuses(fake_vertex) == [200]  # one create, nothing more
 
 
 def test_duplicate_answers_the_name_the_service_gives(template: PipelineTemplate) -> None:

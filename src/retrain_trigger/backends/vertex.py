@@ -44,6 +44,7 @@ import re
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -73,6 +74,8 @@ KEY_LABEL = "retrain-key"
 INITIAL_BACKOFF = 0.5
 MAXIMUM_BACKOFF = 8.0
 BACKOFF_MULTIPLIER = 2.0
+# Job ids an instance remembers having created or seen exist (a few hundred KiB at most).
+KNOWN_JOBS = 4096
 # The longest a single HTTP attempt may take; the overall deadline bounds it further.
 MAX_ATTEMPT_SECONDS = 10.0
 # Below this much time left, a new attempt is not worth starting.
@@ -332,6 +335,9 @@ class VertexBackend:
         self._clients: dict[str, PipelineServiceClient] = {}
         self._lock = threading.Lock()
         self._specs: dict[str, Any] = {}
+        # Jobs this instance created or saw refused as existing: a redelivery of the same change
+        # is answered from here, without another create and GET (a duplicate storm's cost).
+        self._known: OrderedDict[str, str] = OrderedDict()
 
     @classmethod
     def from_config(cls, config: Config) -> VertexBackend:
@@ -460,6 +466,10 @@ class VertexBackend:
             raise BackendRefused(
                 f"job id {request.job_id!r} is not valid for Vertex AI ([a-z0-9][a-z0-9-]{{0,127}})"
             )
+        known = self._remember(f"{parent}/pipelineJobs/{request.job_id}")
+        if known:
+            log.info("%s: created before by this instance; answering duplicate", what)
+            return RunHandle(job_id=request.job_id, job_name=known, state="", created=False)
         client = self._client_or_refuse(region)
         job = self._pipeline_job(request, template)
 
@@ -478,14 +488,28 @@ class VertexBackend:
             created = self._call(what, create, deadline)
         except gexc.Conflict as exc:
             log.info("%s: %s; answering duplicate", what, _describe(exc))
-            return self._existing(client, parent, request.job_id, deadline)
+            handle = self._existing(client, parent, request.job_id, deadline)
         except SubmitError:
             raise
         except Exception as exc:
             raise self._translate(exc, what, parent) from exc
-        return RunHandle(
-            job_id=request.job_id, job_name=created.name, state=_state(created), created=True
-        )
+        else:
+            handle = RunHandle(
+                job_id=request.job_id, job_name=created.name, state=_state(created), created=True
+            )
+        self._remember(f"{parent}/pipelineJobs/{request.job_id}", handle.job_name)
+        return handle
+
+    def _remember(self, key: str, job_name: str = "") -> str:
+        """The job name known for ``key``; with ``job_name``, records it (bounded, LRU)."""
+        with self._lock:
+            if job_name:
+                self._known[key] = job_name
+                self._known.move_to_end(key)
+                while len(self._known) > KNOWN_JOBS:
+                    self._known.popitem(last=False)
+                return job_name
+            return self._known.get(key, "")
 
     def _existing(
         self, client: PipelineServiceClient, parent: str, job_id: str, deadline: float
