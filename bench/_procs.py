@@ -300,19 +300,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry))
-    return sorted(found)
+    from retrain_trigger.localstack.services import proc_table
+
+    return sorted(child for child, (ppid, _, _) in proc_table().items() if ppid == pid)
 
 
 def functions_framework_argv(source: Path, target: str, signature: str, port: int) -> list[str]:

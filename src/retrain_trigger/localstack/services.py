@@ -153,7 +153,7 @@ def _signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
-def _proc_table() -> dict[int, tuple[int, int, str]]:
+def proc_table() -> dict[int, tuple[int, int, str]]:
     """pid -> (parent pid, start time in clock ticks, state) of every process (Linux /proc)."""
     table: dict[int, tuple[int, int, str]] = {}
     try:
@@ -177,7 +177,7 @@ def _proc_table() -> dict[int, tuple[int, int, str]]:
 def descendants(pid: int) -> list[tuple[int, int]]:
     """``(pid, start time)`` of every live descendant of ``pid``, including those that moved to
     a session of their own. Empty where ``/proc`` is not available."""
-    table = _proc_table()
+    table = proc_table()
     children: dict[int, list[int]] = {}
     for child, (parent, _start, _state) in table.items():
         children.setdefault(parent, []).append(child)
