@@ -142,7 +142,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
     from retrain_trigger import windows
 
     service = _service()
-    decisions = windows.flush(service, route=args.route or "")
+    decisions = windows.flush(service, route=args.route or "", force=args.now)
     body = {"flushed": [d.answer() for d in decisions]}
     _out(
         body,
@@ -181,5 +181,6 @@ def add_commands(sub: Any) -> None:
 
     flush = sub.add_parser("flush", help="close due batch windows and start queued runs now")
     flush.add_argument("--route")
+    flush.add_argument("--now", action="store_true", help="close every open window, due or not")
     flush.add_argument("--json", action="store_true")
     flush.set_defaults(func=cmd_flush)

@@ -82,9 +82,17 @@ def default_owner() -> str:
 
 
 def flush(
-    service: Service, *, now: float | None = None, owner: str = "", route: str = ""
+    service: Service,
+    *,
+    now: float | None = None,
+    owner: str = "",
+    route: str = "",
+    force: bool = False,
 ) -> list[Decision]:
-    """Closes every due window (one Decision each) and starts queued runs whose turn came."""
+    """Closes every due window (one Decision each) and starts queued runs whose turn came.
+
+    ``force`` closes every open window now, due or not (an operator's "run on what arrived").
+    """
     owner = owner or default_owner()
     decisions: list[Decision] = []
     store = service.store
@@ -95,9 +103,8 @@ def flush(
         rule = candidate.data
         if rule is not None and rule.mode == "window":
             moment = service._now() if now is None else now
-            due = store.due_windows(
-                candidate.name, moment, rule.quiet_seconds, rule.max_wait_seconds
-            )
+            quiet, max_wait = (0, 0) if force else (rule.quiet_seconds, rule.max_wait_seconds)
+            due = store.due_windows(candidate.name, moment, quiet, max_wait)
             for info in due:
                 window = store.claim_window(info.window_id, owner, moment, lease)
                 if window is None:

@@ -212,12 +212,22 @@ def test_poller_path_delivers_eventarc_events(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(NO_EMULATOR, reason=NO_EMULATOR_REASON)
 def test_two_hundred_objects_in_one_window_make_one_run(tmp_path: Path) -> None:
-    with Stack(tmp_path / "stack", pubsub=True, window_quiet_seconds=8) as stack:
+    from retrain_trigger import windows
+
+    # A long quiet period, so that a slow push delivery cannot split the batch; the window is
+    # then closed explicitly once every object is in it (retrain-trigger flush --now).
+    with Stack(tmp_path / "stack", window_quiet_seconds=600, window_max_wait_seconds=3600) as stack:
         seen = Decisions(stack)
         started = time.monotonic()
         keys = write_folder(stack, "2026-11-30", shards=200)
-        submitted = window_run(stack, seen, Decisions(stack, "function-http"), keys)
-        record = wait_run(stack, submitted["job_id"], timeout=240)
+        batched = [
+            seen.wait(lambda e, k=k: e.get("run_key") == k and "window_id" in e, timeout=120)
+            for k in keys
+        ]
+        assert len({e["window_id"] for e in batched}) == 1
+        [decision] = windows.flush(stack.service(), force=True)
+        assert decision.outcome == "submitted", decision
+        record = wait_run(stack, decision.job_id, timeout=240)
         assert_succeeded(record)
         manifest = manifest_of(record)
         assert manifest["count"] == 200

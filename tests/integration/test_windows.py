@@ -256,3 +256,13 @@ def test_flush_over_http(monkeypatch, make_service, tmp_path, fake_vertex):
     answer = client.post("/flush", json={}).get_json()
     assert [d["decision"] for d in answer["flushed"]] == ["submitted"]
     assert len(fake_vertex.jobs) == 1
+
+
+def test_forced_flush_closes_an_open_window_now(make_service, fake_vertex):
+    clock = Clock()
+    service = make_service(clock=clock)
+    service.handle(obj("daily/f/part-0.csv", generation="1"))
+    assert windows.flush(service) == []  # not quiet yet
+    [decision] = windows.flush(service, force=True)
+    assert decision.outcome is Outcome.SUBMITTED
+    assert len(fake_vertex.jobs) == 1

@@ -540,7 +540,7 @@ def test_local_config_is_valid_and_routes_every_kind(stack_config: Any) -> None:
     assert route.pipeline_root == "gs://ct-bucket/pipeline-root"
     assert route.data.include == ("data/**",)
     assert route.data.mode == "window"
-    assert route.data.quiet_seconds == 3
+    assert route.data.quiet_seconds == 5
     assert route.code and route.model
     assert route.parameters["model_registry_uri"] == "gs://ct-bucket/models"
 

@@ -140,7 +140,7 @@ def pubsub_emulator_command() -> list[str] | None:
 # --------------------------------------------------------------------------- configuration
 
 
-WINDOW_QUIET_SECONDS = 3
+WINDOW_QUIET_SECONDS = 5
 WINDOW_MAX_WAIT_SECONDS = 60
 
 
@@ -236,6 +236,7 @@ class Stack:
         poll_interval: float = 1.0,
         flush_interval: float = 1.0,
         window_quiet_seconds: int = WINDOW_QUIET_SECONDS,
+        window_max_wait_seconds: int = WINDOW_MAX_WAIT_SECONDS,
         worker: bool = True,
         persist: bool = False,
         ready_timeout: float = 60.0,
@@ -254,6 +255,7 @@ class Stack:
         self.poll_interval = poll_interval
         self.flush_interval = flush_interval
         self.window_quiet_seconds = window_quiet_seconds
+        self.window_max_wait_seconds = window_max_wait_seconds
         self.run_worker = worker
         self.persist = persist
         self.ready_timeout = ready_timeout
@@ -425,6 +427,7 @@ class Stack:
             template=template,
             state_dir=str(self.state_dir),
             quiet_seconds=self.window_quiet_seconds,
+            max_wait_seconds=self.window_max_wait_seconds,
         )
         header = (
             "# Written by `retrain-trigger up` for the local stack; regenerated on every start.\n"
