@@ -285,13 +285,8 @@ class Ledger:
         """One write transaction holding the write lock from its start (``BEGIN IMMEDIATE``)."""
         conn = self.connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _sqlite.immediate(conn):
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
         finally:
             conn.close()
 
@@ -299,8 +294,7 @@ class Ledger:
         conn = self.connect()
         try:
             _sqlite.use_wal(conn, self.path)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _sqlite.immediate(conn):
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
                     raise sqlite3.DatabaseError(
@@ -310,10 +304,6 @@ class Ledger:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
         finally:
             conn.close()
 

@@ -190,14 +190,8 @@ class SQLiteStore:
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One transaction holding the write lock from its start (``BEGIN IMMEDIATE``)."""
-        with self._read() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._read() as conn, _sqlite.immediate(conn):
+            yield conn
 
     def _init_schema(self) -> None:
         with self._read() as conn:
@@ -205,8 +199,7 @@ class SQLiteStore:
                 _sqlite.use_wal(conn, self.path)
             except sqlite3.OperationalError as exc:  # pragma: no cover
                 raise StoreError(str(exc)) from None
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _sqlite.immediate(conn):
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
                     raise StoreError(
@@ -217,10 +210,6 @@ class SQLiteStore:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         """Nothing to release: connections live for one operation."""
