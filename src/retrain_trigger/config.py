@@ -7,6 +7,7 @@ the README. An empty string means "unset". Every error names the file, the field
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from retrain_trigger.errors import ConfigError
+from retrain_trigger.events import uri_problem
 
 DEFAULT_CONFIG_PATH = "retrain.yaml"
 MAX_CONFIG_BYTES = 1 << 20
@@ -48,6 +50,10 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     "RETRAIN_FIRESTORE_DATABASE": ("firestore_database", "Firestore database id"),
     "RETRAIN_HISTORY": ("history.enabled", "record every decision (true/false)"),
     "RETRAIN_HISTORY_TTL_DAYS": ("history.ttl_days", "days a recorded decision is kept"),
+    "RETRAIN_CLOUD_BUILD_TOPIC": (
+        "cloud_build_topic",
+        "topic whose Cloud Build status messages the event function takes",
+    ),
 }
 
 _ROUTE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
@@ -60,6 +66,9 @@ _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+$")
 _FIELD = re.compile(r"{([^{}]*)}")
+_TOPIC_ID = r"[A-Za-z][A-Za-z0-9_.~+%-]{2,254}"
+_TOPIC = re.compile(rf"^{_TOPIC_ID}$|^projects/[a-z0-9.:-]{{1,100}}/topics/{_TOPIC_ID}$")
+DEFAULT_CLOUD_BUILD_TOPIC = "cloud-builds"
 
 # Fields a parameter template may use. Keep in sync with rules.template_fields().
 TEMPLATE_FIELDS = frozenset(
@@ -126,6 +135,10 @@ class Route:
     model: bool = False
     allowed_templates: tuple[str, ...] = ()
     concurrency: str = "allow"
+    writes: tuple[str, ...] | None = None
+    # Every gs:// location the route's pipeline writes to, with where it comes from (the loop
+    # guard): the pipeline root, ``writes``, or (without ``writes``) fixed gs:// parameters.
+    written: tuple[tuple[str, str], ...] = ()
 
     def accepts(self, kind: str) -> bool:
         if kind == "data":
@@ -160,7 +173,9 @@ class Config:
     history: bool = False
     history_ttl_days: int = 30
     ignore_prefixes: tuple[str, ...] = ()
+    cloud_build_topic: str = DEFAULT_CLOUD_BUILD_TOPIC
     source: str = ""
+    warnings: tuple[str, ...] = ()
 
     @property
     def uses_store(self) -> bool:
@@ -179,6 +194,13 @@ class Config:
     @property
     def location_path(self) -> str:
         return f"projects/{self.project}/locations/{self.region}"
+
+
+def under(uri: str, location: str) -> bool:
+    """Whether ``uri`` is ``location`` or lies below it, on ``/`` boundaries:
+    ``gs://b/models/v1`` is under ``gs://b/models``, ``gs://b/models-old/v1`` is not."""
+    base = location.rstrip("/")
+    return bool(base) and (uri == base or uri.startswith(base + "/"))
 
 
 def literal_prefix(pattern: str) -> str:
@@ -413,6 +435,17 @@ def _build(top: _Reader, env: Mapping[str, str]) -> Config:
         if names.count(name) > 1:
             raise ConfigError(f"route name {name!r} is used twice", source=source, field="routes")
     ignore = top.strings("ignore_prefixes")
+    build_topic = _env(env, "RETRAIN_CLOUD_BUILD_TOPIC") or top.string(
+        "cloud_build_topic", DEFAULT_CLOUD_BUILD_TOPIC
+    )
+    if not _TOPIC.match(build_topic):
+        raise ConfigError(
+            f"must be a topic id or projects/<project>/topics/<topic>, got {build_topic!r}",
+            source=source,
+            field="cloud_build_topic",
+        )
+    routes, warnings = _loop_guard(source, routes)
+    _refuse_local_store_on_cloud_run(source, store, routes, env)
     top.reject_unknown(
         {
             "project",
@@ -427,6 +460,7 @@ def _build(top: _Reader, env: Mapping[str, str]) -> Config:
             "routes",
             "ignore_prefixes",
             "history",
+            "cloud_build_topic",
         }
     )
     return Config(
@@ -446,8 +480,110 @@ def _build(top: _Reader, env: Mapping[str, str]) -> Config:
         history=history,
         history_ttl_days=ttl_days,
         ignore_prefixes=ignore,
+        cloud_build_topic=build_topic,
         source=source,
+        warnings=warnings,
     )
+
+
+def _refuse_local_store_on_cloud_run(
+    source: str, store: str, routes: tuple[Route, ...], env: Mapping[str, str]
+) -> None:
+    """``store: sqlite`` keeps windows and run slots in one instance's file: on Cloud Run, where
+    every instance has its own (and ``/flush`` reaches any one of them), batches would never close
+    and concurrency policies would not hold."""
+    if store != "sqlite" or not _env(env, "K_SERVICE"):
+        return
+    needing = [
+        r.name
+        for r in routes
+        if r.concurrency != "allow" or (r.data is not None and r.data.mode == "window")
+    ]
+    if needing:
+        raise ConfigError(
+            f"route(s) {', '.join(needing)} use batch windows or a concurrency policy, whose "
+            "state must be shared by every instance, but store sqlite is a file of this instance "
+            "and K_SERVICE says this runs on Cloud Run: set store: firestore "
+            "(or RETRAIN_STORE=firestore)",
+            source=source,
+            field="store",
+        )
+
+
+def _loop_guard(
+    source: str, routes: tuple[Route, ...]
+) -> tuple[tuple[Route, ...], tuple[str, ...]]:
+    """Each route with ``written`` filled in, and warnings about data globs that see them.
+
+    Without ``writes``, every fixed ``gs://`` parameter counts as written by the pipeline (a
+    model registry, an export folder ...) unless it names a data source: a route's dataset or
+    a folder holding one. A route's data may never lie wholly under a written location.
+    """
+    sources = [loc for route in routes for loc in _data_locations(route)]
+    warnings: list[str] = []
+    out = []
+    for route in routes:
+        written: list[tuple[str, str]] = []
+        if route.pipeline_root.startswith("gs://"):
+            written.append((route.pipeline_root, "pipeline_root"))
+        if route.writes is not None:
+            written += [(uri, "writes") for uri in route.writes]
+        else:
+            for name, value in route.parameters.items():
+                if not isinstance(value, str) or not value.startswith("gs://") or "{" in value:
+                    continue
+                if any(under(loc, value) for loc in sources):
+                    warnings.append(
+                        f"route {route.name}: parameter {name} ({value}) holds a data source, so "
+                        "it is not counted as written by the pipeline; if the pipeline writes "
+                        "below it, list those folders under writes"
+                    )
+                    continue
+                written.append((value, f"parameter {name}"))
+        out.append(dataclasses.replace(route, written=tuple(dict.fromkeys(written))))
+    for route in out:
+        locations = _data_locations(route, includes_only=True)
+        if not locations:
+            continue
+        dead = 0
+        for location in locations:
+            covering = ""
+            for other in out:
+                for uri, origin in other.written:
+                    what = f"{uri} ({origin} of route {other.name})"
+                    if under(location, uri):
+                        covering = covering or what
+                    elif under(uri, location):
+                        warnings.append(
+                            f"route {route.name}: its data globs can see {what}; objects there "
+                            "never trigger (loop guard)"
+                        )
+            if covering:
+                dead += 1
+                warnings.append(
+                    f"route {route.name}: data under {location} never triggers: it lies under "
+                    f"{covering}, which the loop guard skips"
+                )
+        if dead == len(locations):
+            raise ConfigError(
+                "every object this route's data rule matches lies under a location its pipeline "
+                "or another route's writes (see the loop guard in the README); move the data, "
+                "or set writes to the folders the pipeline really writes",
+                source=source,
+                field=f"routes({route.name}).data",
+            )
+    return tuple(out), tuple(dict.fromkeys(warnings))
+
+
+def _data_locations(route: Route, *, includes_only: bool = False) -> list[str]:
+    """``gs://`` prefixes a route's data comes from: each include's literal prefix (and ``uri``)."""
+    if route.data is None:
+        return []
+    rule = route.data
+    locations = [f"gs://{rule.bucket}/{literal_prefix(p)}" for p in rule.include]
+    if rule.uri and not includes_only:
+        locations.append(rule.uri)
+    return locations
 
 
 def _int_env(env: Mapping[str, str], name: str, source: str) -> int:
@@ -601,6 +737,7 @@ def _route(source: str, index: int, item: Any) -> Route:
         model=reader.boolean("model", False),
         allowed_templates=reader.strings("allowed_templates"),
         concurrency=concurrency,
+        writes=_writes(reader),
     )
     reader.reject_unknown(
         {
@@ -618,17 +755,37 @@ def _route(source: str, index: int, item: Any) -> Route:
             "model",
             "allowed_templates",
             "concurrency",
+            "writes",
         }
     )
     if not (route.data or route.code or route.model):
         raise reader.error("accepts no trigger: set data, code: true or model: true")
     for prefix in route.allowed_templates:
-        if not prefix.startswith(("gs://", "https://")) or prefix.count("/") < 3:
+        problem = uri_problem(prefix)
+        if problem or not prefix.split("://", 1)[1].partition("/")[2].strip("/"):
             raise reader.error(
-                f"{prefix!r} must be a gs:// or https:// prefix naming at least a bucket or host and a folder",
+                f"{prefix!r} must be a gs:// or https:// prefix naming at least a bucket or host "
+                f"and a folder{f' ({problem})' if problem else ''}; it is matched on '/' "
+                "boundaries",
                 "allowed_templates",
             )
     return route
+
+
+def _writes(reader: _Reader) -> tuple[str, ...] | None:
+    """``writes``: the gs:// locations the pipeline writes to (the loop guard), or None (infer)."""
+    if reader.data.get("writes") is None:
+        reader.seen.add("writes")
+        return None
+    writes = reader.strings("writes")
+    for uri in writes:
+        problem = uri_problem(uri)
+        if problem or not uri.startswith("gs://"):
+            raise reader.error(
+                f"{uri!r} must be a gs://bucket[/folder] URI{f' ({problem})' if problem else ''}",
+                "writes",
+            )
+    return tuple(uri.rstrip("/") for uri in writes)
 
 
 def _data_rule(route: _Reader, raw: Any) -> DataRule:

@@ -3,17 +3,26 @@
 ``function_http/main.py`` and ``function_gcs/main.py`` are one-line wrappers around
 :func:`answer_http` and :func:`answer_event`, so the deployable sources stay trivially thin.
 
-- HTTP answers each Decision with the status in DESIGN.md's table, always as JSON.
+- HTTP answers each Decision with the status in DESIGN.md's table, always as JSON. Until the
+  caller is authenticated, failures are answered in general words (the details, which name
+  files and settings, go to the log only).
 - Events return (acknowledge) for submitted, duplicate, skipped and rejected; a failed
   submission raises :class:`EventNotProcessed`, so Eventarc or Pub/Sub redelivers the event
   with backoff and finally dead-letters it: nothing is lost.
+- :func:`screen_event_request` runs ahead of functions-framework's own parsing in the event
+  function (``function_gcs/main.py`` installs it with :func:`install_event_screen`): envelopes
+  that would crash the framework or the CloudEvents SDK before our code (deep nesting, invalid
+  ``data_base64``, a JSON list, a push message without ``data``) become logged, acknowledged
+  rejections, and raw Pub/Sub push bodies are decoded here rather than by the framework.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from retrain_trigger import events
@@ -35,6 +44,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "text/json", "application/cloudevents+json")
+SIGNATURE_TIMESTAMP_HEADER = "x-retrain-timestamp"
+
+# What a caller learns of a failure before it is authenticated; the details go to the log.
+_UNAUTHENTICATED_FAILURE = {
+    502: "the service is misconfigured; its operator must look at its logs",
+    503: "credentials cannot be checked right now; retry later",
+}
 
 
 class EventNotProcessed(RetrainError):
@@ -56,6 +72,8 @@ def _service_or_error() -> tuple[Service | None, flask.Response | None]:
     try:
         return get_service(), None
     except ConfigError as exc:
+        # Nothing is authenticated yet (the auth settings are part of the configuration): the
+        # caller gets no file path or setting, the log gets everything.
         setup_logging()
         log.error("configuration error: %s", exc)
         body = {
@@ -63,10 +81,17 @@ def _service_or_error() -> tuple[Service | None, flask.Response | None]:
             "job": None,
             "job_id": None,
             "run_key": None,
-            "reason": str(exc),
+            "reason": _UNAUTHENTICATED_FAILURE[502],
+            "error": "config_error",
+            "retryable": False,
         }
-        body["error"] = "config_error"
         return None, _json(body, 502)
+
+
+def _unauthenticated_failure(decision: Decision) -> dict[str, Any]:
+    body = decision.answer()
+    body["reason"] = _UNAUTHENTICATED_FAILURE.get(decision.status, _UNAUTHENTICATED_FAILURE[502])
+    return body
 
 
 def _read_body(request: flask.Request, limit: int) -> bytes:
@@ -74,6 +99,17 @@ def _read_body(request: flask.Request, limit: int) -> bytes:
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    return body
+
+
+def _read_cached_body(request: flask.Request, limit: int) -> bytes:
+    """The body, kept in the request for functions-framework, which reads it again."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    body = request.get_data(cache=True)
     if len(body) > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     return body
@@ -100,40 +136,70 @@ def answer_http(request: flask.Request) -> flask.Response:
         body = _read_body(request, config.max_body_bytes)
         from retrain_trigger.auth import authenticate
 
-        authenticate(config.auth, headers=headers, body=body, url=request.url, environ=None)
+        caller = authenticate(
+            config.auth, headers=headers, body=body, url=request.url, environ=None
+        )
+    except RejectedError as exc:
+        decision = service.reject(exc, trace=trace, started=started)
+        return _json(decision.answer(), decision.status)
+    except (SubmitError, ConfigError) as exc:  # certificates unreachable, an auth setting wrong
+        decision = service.fail(exc, trace=trace, started=started)
+        return _json(_unauthenticated_failure(decision), decision.status)
+    try:
         if path == "/flush":
             return _flush(service, trace)
         if path != "/":
             raise RejectedError(
                 f"no such path {path[:80]!r}; POST to /", status=404, code="not_found"
             )
-        content_type = (request.mimetype or "application/json").lower()
+        content_type = (request.mimetype or "").lower()
         if content_type not in JSON_TYPES:
+            # Never guess JSON: a browser's form or text/plain POST is a "simple request" that
+            # needs no CORS preflight, and must not be able to start a run on a local stack.
             raise InvalidEvent(
-                f"Content-Type must be application/json, got {content_type[:60]!r}",
+                f"Content-Type must be application/json, got {content_type[:60] or 'none'!r}",
                 status=415,
                 code="unsupported_media_type",
             )
         payload = events.parse_json(body, what="request body", max_bytes=config.max_body_bytes)
         if isinstance(payload, dict) and "message" in payload and "subscription" in payload:
-            trigger = events.decode_pubsub_push(payload, max_bytes=config.max_body_bytes)
+            # A Pub/Sub push to this function: the caller is authenticated, so any message kind.
+            trigger = events.decode_pubsub_push(
+                payload,
+                max_bytes=config.max_body_bytes,
+                trusted=True,
+                cloud_build_topic=config.cloud_build_topic,
+            )
         else:
             trigger = events.decode_trigger_body(
                 payload,
                 source="http",
-                event_id=(headers.get("x-request-id") or headers.get("ce-id") or "")[:256],
+                event_id=headers.get("x-request-id") or headers.get("ce-id") or "",
+                delivery_nonce=_signed_request_nonce(caller.mode, headers, body),
             )
     except RejectedError as exc:
         decision = service.reject(exc, trace=trace, started=started)
         return _json(decision.answer(), decision.status)
-    except SubmitError as exc:  # e.g. the ID-token certificates could not be fetched
-        decision = service.fail(exc, trace=trace, started=started)
-        return _json(decision.answer(), decision.status)
-    except ConfigError as exc:  # e.g. an auth setting only checked when used
+    except (SubmitError, ConfigError) as exc:
         decision = service.fail(exc, trace=trace, started=started)
         return _json(decision.answer(), decision.status)
     decision = service.handle(trigger, trace=trace)
     return _json(_http_body(decision), decision.status)
+
+
+def _signed_request_nonce(mode: str, headers: Mapping[str, str], body: bytes) -> str:
+    """The ``force`` nonce of an HMAC request signed with a timestamp: the signed time and the
+    body identify the request, so a replay inside the signature's five minutes is the same run.
+
+    Only after authentication succeeded: ``auth`` then verified the signature over
+    ``<timestamp>.<body>``. ID tokens are reused for up to an hour and body-only HMAC signatures
+    forever, so neither identifies one request: those callers send ``nonce`` themselves.
+    """
+    timestamp = (headers.get(SIGNATURE_TIMESTAMP_HEADER) or "").strip()
+    if mode != "hmac" or not timestamp:
+        return ""
+    digest = hashlib.sha256(body).hexdigest()[:16]
+    return events.delivery_nonce("hmac", f"{timestamp}-{digest}")
 
 
 def _http_body(decision: Decision) -> dict[str, Any]:
@@ -156,22 +222,141 @@ def _flush(service: Service, trace: dict[str, str]) -> flask.Response:
 def answer_event(event: Any) -> Decision:
     """Handles one CloudEvent. Returns the Decision, or raises EventNotProcessed to be retried."""
     started = time.perf_counter()
-    try:
-        service = get_service()
-    except ConfigError as exc:
-        setup_logging()
-        log.error("configuration error: %s", exc)
-        raise EventNotProcessed(f"configuration error: {exc}") from None
+    service = _event_service()
     trace = _event_trace(event, service.config.project)
     try:
-        trigger = events.decode_cloud_event(event, max_bytes=service.config.max_body_bytes)
+        trigger = events.decode_cloud_event(
+            event,
+            max_bytes=service.config.max_body_bytes,
+            cloud_build_topic=service.config.cloud_build_topic,
+        )
     except RejectedError as exc:
         # Input that can never succeed: logged at ERROR and acknowledged, never retried forever.
         return service.reject(exc, trace=trace, started=started)
+    return _handle_event(service, trigger, trace)
+
+
+def _event_service() -> Service:
+    try:
+        return get_service()
+    except ConfigError as exc:
+        setup_logging()
+        log.error("configuration error: %s", exc)
+        # The message is what functions-framework answers: no file paths in it.
+        raise EventNotProcessed("configuration error (details in the log)") from None
+
+
+def _handle_event(service: Service, trigger: Any, trace: dict[str, str]) -> Decision:
     decision = service.handle(trigger, trace=trace)
     if decision.outcome is Outcome.FAILED:
         raise EventNotProcessed(f"{decision.code}: {decision.reason}")
     return decision
+
+
+# --------------------------------------------------------------------------- event screen
+
+
+def install_event_screen() -> None:
+    """Registers :func:`screen_event_request` on the functions-framework app being created.
+
+    functions-framework executes the function's ``main.py`` inside the new app's context
+    (``create_app``: "Execute the module, within the application context"), so ``main.py``
+    calls this at import. Imported any other way (no app context), it does nothing.
+    """
+    import flask
+
+    if not flask.has_app_context():
+        return
+    app = flask.current_app
+    hooks = app.before_request_funcs.setdefault(None, [])
+    if screen_event_request not in hooks:
+        hooks.append(screen_event_request)
+
+
+def screen_event_request() -> flask.Response | None:
+    """Runs before functions-framework parses a request to the event function.
+
+    - A CloudEvent (binary: ``ce-specversion`` header; structured: a JSON object with
+      ``specversion``) is parsed once with the CloudEvents SDK here; anything the SDK would raise
+      on (invalid ``data_base64``, deep nesting, missing attributes) is answered as a logged,
+      acknowledged rejection. Well-formed ones go on to the framework and ``retrain_event``.
+    - A raw Pub/Sub push body (``{"message", "subscription"}``) is decoded here: the framework
+      answers 400 for a message without ``data`` and 500 for some malformed ones before any user
+      code runs. The topic is the one the push URL names (``/projects/<p>/topics/<t>``), as in
+      the framework's own conversion.
+    - Anything else (a JSON list, a legacy background event, not JSON) is rejected.
+
+    Returns a response to answer the request here, or None to let the framework go on.
+    """
+    import flask
+
+    request = flask.request
+    if request.method != "POST" or request.url_rule is None:
+        return None  # routing errors (405, 404): the framework answers them
+    started = time.perf_counter()
+    try:
+        service = get_service()
+    except ConfigError:
+        return None  # answer_event raises for a broken configuration: redelivered later
+    config = service.config
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    trace = trace_from_headers(headers, config.project)
+    try:
+        body = _read_cached_body(request, config.max_body_bytes)
+        if "ce-specversion" in headers:
+            _check_cloud_event(request.headers, body)
+            return None
+        payload = events.parse_json(body, what="event body", max_bytes=config.max_body_bytes)
+        if isinstance(payload, dict) and "specversion" in payload:
+            _check_cloud_event(request.headers, body)
+            return None
+        if not (isinstance(payload, dict) and "message" in payload and "subscription" in payload):
+            raise InvalidEvent(
+                "event body is neither a CloudEvent (binary or structured) nor a Pub/Sub push "
+                f"body, got {_shape(payload)}",
+                code="not_an_event",
+            )
+        trigger = events.decode_pubsub_push(
+            payload,
+            max_bytes=config.max_body_bytes,
+            topic=events.topic_of(request.path),
+            cloud_build_topic=config.cloud_build_topic,
+        )
+    except RejectedError as exc:
+        service.reject(exc, trace=trace, started=started)
+        return _acknowledged()
+    _handle_event(service, trigger, trace)
+    return _acknowledged()
+
+
+def _check_cloud_event(headers: Any, body: bytes) -> None:
+    """Parses the request as the CloudEvents SDK will; what it cannot parse is rejected."""
+    text = body.decode("utf-8", "replace")
+    if events.nesting_depth(text) > events.MAX_JSON_DEPTH:
+        raise InvalidEvent(
+            f"event body is nested deeper than {events.MAX_JSON_DEPTH} levels", code="too_deep"
+        )
+    from cloudevents.http import from_http
+
+    try:
+        from_http(headers, body)
+    except Exception as exc:  # whatever the SDK raises here, the framework would raise too
+        raise InvalidEvent(
+            f"not a valid CloudEvent: {type(exc).__name__}: {str(exc)[:160]}",
+            code="invalid_cloud_event",
+        ) from None
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object with " + (", ".join(sorted(str(k)[:20] for k in value)[:6]) or "no keys")
+    return f"a JSON {type(value).__name__}"
+
+
+def _acknowledged() -> flask.Response:
+    import flask
+
+    return flask.Response("OK", status=200, mimetype="text/plain")
 
 
 def _event_trace(event: Any, project: str) -> dict[str, str]:

@@ -9,21 +9,41 @@ Forms:
 - the HTTP JSON body ``{"route"?, "kind", "commit_sha", "image_uri", "build_id", "branch",
   "model_uri", "template", "force", "nonce", "dry_run"}``.
 
-Every value taken from an event is validated here, before it can reach a job id, a label or a
-parameter. Anything malformed raises :class:`~retrain_trigger.errors.InvalidEvent` (or
-``PayloadTooLarge``) with a message naming the field.
+Every value a rule uses is validated here, before it can reach a job id, a label or a parameter;
+anything malformed raises :class:`~retrain_trigger.errors.InvalidEvent` (or ``PayloadTooLarge``)
+with a message naming the field. Fields no rule uses (content type, custom metadata beyond the
+loop-guard keys, event ids and times) never refuse an event: whatever Cloud Storage and Pub/Sub
+accept is accepted, and only kept out of ids and labels by the sanitising in ``rules``. Each limit
+follows a published one:
+
+- object names: 1-1024 bytes of UTF-8, no carriage return or line feed, not ``.`` or ``..``
+  (https://cloud.google.com/storage/docs/naming-objects); other control characters are legal;
+- bucket names: 3-63 characters, up to 222 with dots (https://cloud.google.com/storage/quotas);
+- custom metadata: any number of entries, keys up to 1 KiB, values up to 4 KiB, 8 KiB in all
+  (https://cloud.google.com/storage/docs/reference/rpc/google.storage.v1, ``ServiceConstants``):
+  bounded here only by ``max_body_bytes``;
+- Pub/Sub messages: up to 10 MB of data and 100 attributes (keys up to 256 bytes, values up to
+  1024 bytes) (https://cloud.google.com/pubsub/quotas#resource_limits): bounded here by
+  ``max_body_bytes``, default 1 MiB, far above any GCS notification or Cloud Build message;
+- CloudEvents ids: any non-empty string (https://github.com/cloudevents/spec, ``id``).
+
+Trust: the event entry point takes data events (GCS notifications, Eventarc storage events) from
+any topic it is wired to, Cloud Build status messages only from the configured Cloud Build topic,
+and never a JSON trigger body (code and model changes go to the authenticated HTTP function).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import hashlib
 import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from retrain_trigger.errors import InvalidEvent, PayloadTooLarge
+from retrain_trigger.errors import Forbidden, InvalidEvent, PayloadTooLarge
 from retrain_trigger.model import Kind, Trigger
 
 STORAGE_PREFIX = "google.cloud.storage.object.v1."
@@ -48,14 +68,21 @@ _IMAGE = re.compile(
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
 )
 _BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-_BRANCH = re.compile(r"^[A-Za-z0-9._/+-]{1,255}$")
+# Git refuses spaces, control characters and ~^:?*[\ in ref names (git check-ref-format).
+_BRANCH = re.compile(r"^[^\x00-\x20\x7f~^:?*\[\\]{1,255}$")
 _MODEL_URI = re.compile(r"^(gs://|https://|projects/)[^\s\x00-\x1f\x7f]{1,1020}$")
 _TEMPLATE = re.compile(r"^(gs://|https://)[^\s\x00-\x1f\x7f]{1,1020}$")
 _ROUTE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 _NONCE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _EVENT_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Cloud Storage refuses only these two in object names; other control characters are legal.
+_LINE_BREAK = re.compile(r"[\r\n]")
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
+# ``projects/<project>/topics/<topic>`` inside a CloudEvent source or a push URL's path.
+_TOPIC_PATH = re.compile(r"projects/([^/?#]+)/topics/([^/?#]+)")
+
+NONCE_TEXT = "1-64 characters of A-Z a-z 0-9 . _ -"
 
 HTTP_FIELDS = frozenset(
     {
@@ -112,17 +139,20 @@ def check_bucket(value: Any) -> str:
 
 
 def check_object(value: Any) -> str:
+    """An object name as Cloud Storage allows it: 1-1024 bytes of UTF-8 without CR or LF."""
     name = _text(value, "object name", 4096)
     if not name:
         raise InvalidEvent("object name is missing")
-    if len(name.encode("utf-8", "surrogatepass")) > 1024:
-        raise InvalidEvent("object name is longer than 1024 bytes")
-    if _CONTROL.search(name):
-        raise InvalidEvent(f"object name contains control characters: {_show(name)}")
     try:
-        name.encode("utf-8")
+        size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
         raise InvalidEvent("object name is not valid UTF-8") from None
+    if size > 1024:
+        raise InvalidEvent("object name is longer than 1024 bytes")
+    if _LINE_BREAK.search(name):
+        raise InvalidEvent(f"object name contains a carriage return or line feed: {_show(name)}")
+    if name in (".", ".."):
+        raise InvalidEvent(f"object name {name!r} is not allowed by Cloud Storage")
     return name
 
 
@@ -145,11 +175,28 @@ def _size(value: Any) -> int | None:
 
 
 def _event_id(value: Any) -> str:
-    return _match(value, "event id", _EVENT_ID, "printable ASCII", 256)
+    """The delivery's id, for logs and the ``{event_id}`` field; never a reason to refuse.
+
+    CloudEvents allow any non-empty string, so characters outside printable ASCII become ``_``.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return ""
+    text = str(value)
+    if _EVENT_ID.match(text):
+        return text
+    return _UNPRINTABLE.sub("_", text[:256])
 
 
 def _event_time(value: Any) -> str:
-    return _match(value, "event time", _TIME, "an RFC 3339 time", 64)
+    """An RFC 3339 time, or ``""``: no rule uses it, so a malformed one is dropped, not refused."""
+    if isinstance(value, str) and len(value) <= 64 and _TIME.match(value):
+        return value
+    return ""
+
+
+def _loose_text(value: Any, limit: int) -> str:
+    """A field no rule uses (``contentType``): kept for the logs, cut to ``limit`` characters."""
+    return value[:limit] if isinstance(value, str) else ""
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -163,20 +210,62 @@ def _bool(value: Any, name: str) -> bool:
 
 
 def _metadata(value: Any) -> dict[str, str]:
+    """Custom metadata: any number of entries of any length (Cloud Storage caps the total at
+    8 KiB, ``max_body_bytes`` caps the event). Only the loop guard reads it."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidEvent("metadata must be an object")
-    if len(value) > 64:
-        raise InvalidEvent("metadata has more than 64 entries")
-    out: dict[str, str] = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or len(key) > 256:
-            raise InvalidEvent("metadata keys must be strings of at most 256 characters")
-        if not isinstance(item, str | int | float | bool) or len(str(item)) > 2048:
-            raise InvalidEvent(f"metadata value for {_show(key)} must be a short string")
-        out[key] = str(item)
-    return out
+    return {
+        str(key): item if isinstance(item, str) else json.dumps(item) for key, item in value.items()
+    }
+
+
+def delivery_nonce(prefix: str, identity: str) -> str:
+    """A ``force`` nonce from a delivery's identity (a Pub/Sub message id, a signature time):
+    the same identity always gives the same nonce, so redeliveries and replays map to one run."""
+    if not identity:
+        return ""
+    nonce = f"{prefix}-{identity}"
+    if _NONCE.match(nonce):
+        return nonce
+    return f"{prefix}-{hashlib.sha256(identity.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}"
+
+
+def check_template_uri(value: Any, name: str = "template") -> str:
+    """A ``gs://`` or ``https://`` URI in canonical form, so that prefix checks mean what they say.
+
+    Refused: percent-encoding, backslashes, empty (``//``) or dot (``.``, ``..``) path segments,
+    a query or fragment, user info or a port, and upper-case hosts: each could make a URI that
+    looks as if it lay under an allowed prefix name something else once a server normalises it.
+    """
+    text = _match(value, name, _TEMPLATE, "a gs:// or https:// URI")
+    if not text:
+        return text
+    problem = uri_problem(text)
+    if problem:
+        raise InvalidEvent(f"{name} {problem}: {_show(text)}")
+    return text
+
+
+def uri_problem(uri: str) -> str:
+    """Why a ``gs://`` / ``https://`` URI is not canonical, or ``""``."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in ("gs", "https"):
+        return "must start with gs:// or https://"
+    for char, what in (("%", "percent-encoding"), ("\\", "a backslash"), ("?", "a query")):
+        if char in rest:
+            return f"must not contain {what}"
+    if "#" in rest:
+        return "must not contain a fragment"
+    host, _, path = rest.partition("/")
+    if not host or host != host.lower() or "@" in host or ":" in host:
+        return "must name a lower-case host or bucket without user or port"
+    segments = path.split("/")
+    inner = segments[:-1] if path.endswith("/") else segments
+    if path and any(seg in ("", ".", "..") for seg in inner):
+        return "must not contain empty, '.' or '..' path segments"
+    return ""
 
 
 # --------------------------------------------------------------------------- JSON
@@ -191,7 +280,7 @@ def parse_json(raw: bytes | str, *, what: str, max_bytes: int) -> Any:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidEvent(f"{what} is not UTF-8 text") from None
-    if _nesting(raw) > MAX_JSON_DEPTH:
+    if nesting_depth(raw) > MAX_JSON_DEPTH:
         raise InvalidEvent(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(raw)
@@ -199,7 +288,7 @@ def parse_json(raw: bytes | str, *, what: str, max_bytes: int) -> Any:
         raise InvalidEvent(f"{what} is not valid JSON: {str(exc)[:120]}") from None
 
 
-def _nesting(text: str) -> int:
+def nesting_depth(text: str) -> int:
     """Upper bound of the JSON nesting depth, counted outside strings."""
     if "[" not in text and "{" not in text:
         return 0
@@ -254,9 +343,16 @@ def trigger_from_gcs_object(
         object=check_object(resource.get("name")),
         generation=check_generation(resource.get("generation")),
         size=_size(resource.get("size")),
-        content_type=_text(resource.get("contentType"), "contentType", 256),
+        content_type=_loose_text(resource.get("contentType"), 256),
         metadata=_metadata(resource.get("metadata")),
     )
+
+
+PAYLOAD_NONE_REFUSED = (
+    "GCS notification with payloadFormat NONE carries no object resource, so min_size and the "
+    "metadata loop guard cannot apply; create the bucket's notification with payload format "
+    "JSON_API_V1 (gcloud storage buckets notifications create --payload-format=json)"
+)
 
 
 def decode_gcs_notification(
@@ -268,32 +364,39 @@ def decode_gcs_notification(
     event_time: Any = "",
     max_bytes: int = 1 << 20,
 ) -> Trigger:
-    """A GCS Pub/Sub notification: attributes plus the object resource as the payload."""
-    notification = _text(attributes.get("eventType"), "eventType", 64)
-    if notification not in NOTIFICATION_TYPES:
-        raise InvalidEvent(f"unknown GCS notification eventType {_show(notification)}")
-    payload_format = _text(attributes.get("payloadFormat", "JSON_API_V1"), "payloadFormat", 32)
+    """A GCS Pub/Sub notification: attributes plus the object resource as the payload.
+
+    Only ``payloadFormat: JSON_API_V1`` is taken: ``NONE`` notifications carry no size or
+    metadata, so the rules that need them (``min_size``, the metadata loop guard) could not
+    apply (https://cloud.google.com/storage/docs/pubsub-notifications). An
+    ``eventType`` this version does not know is kept, and the rules skip it as not a finalize.
+    """
+    notification = _text(attributes.get("eventType"), "eventType", 4096)
+    if not notification:
+        raise InvalidEvent("eventType is missing")
+    notification = _UNPRINTABLE.sub("_", notification[:64])
+    payload_format = _text(attributes.get("payloadFormat", "JSON_API_V1"), "payloadFormat", 1024)
     bucket = check_bucket(attributes.get("bucketId"))
     name = check_object(attributes.get("objectId"))
     generation = check_generation(attributes.get("objectGeneration"), "objectGeneration")
-    resource: Mapping[str, Any] = {"bucket": bucket, "name": name, "generation": generation}
-    if payload_format == "JSON_API_V1":
-        resource = _object(
-            parse_json(data, what="notification payload", max_bytes=max_bytes),
-            "notification payload",
-        )
-        if resource.get("bucket") not in (None, bucket) or resource.get("name") not in (None, name):
-            raise InvalidEvent("notification payload names another object than its attributes")
-        if str(resource.get("generation", generation)) != generation:
-            raise InvalidEvent("notification payload generation differs from objectGeneration")
-        resource = {"bucket": bucket, "name": name, **resource, "generation": generation}
-    elif payload_format != "NONE":
+    if payload_format == "NONE":
+        raise InvalidEvent(PAYLOAD_NONE_REFUSED, code="payload_format_none")
+    if payload_format != "JSON_API_V1":
         raise InvalidEvent(f"unsupported payloadFormat {_show(payload_format)}")
+    resource = _object(
+        parse_json(data, what="notification payload", max_bytes=max_bytes),
+        "notification payload",
+    )
+    if resource.get("bucket") not in (None, bucket) or resource.get("name") not in (None, name):
+        raise InvalidEvent("notification payload names another object than its attributes")
+    if str(resource.get("generation", generation)) != generation:
+        raise InvalidEvent("notification payload generation differs from objectGeneration")
+    resource = {**resource, "bucket": bucket, "name": name, "generation": generation}
     return trigger_from_gcs_object(
         resource,
         source=source,
         event_type=notification,
-        event_id=event_id or attributes.get("notificationConfig", ""),
+        event_id=event_id,
         event_time=event_time or attributes.get("eventTime", ""),
     )
 
@@ -343,8 +446,13 @@ def decode_cloud_build(
         commit_sha=_match(str(commit or "").lower(), "commit_sha", _SHA, "a hex commit sha", 64),
         image_uri=_match(image, "image_uri", _IMAGE, "an image reference", 512),
         build_id=build_id,
-        branch=_match(subs.get("BRANCH_NAME"), "branch", _BRANCH, "a branch name", 255),
+        # No rule reads the branch: one Git allows but this check does not is dropped, not refused.
+        branch=_optional(subs.get("BRANCH_NAME"), _BRANCH),
     )
+
+
+def _optional(value: Any, pattern: re.Pattern[str]) -> str:
+    return value if isinstance(value, str) and pattern.match(value) else ""
 
 
 def _untagged(image: str) -> str:
@@ -358,9 +466,18 @@ def _untagged(image: str) -> str:
 
 
 def decode_trigger_body(
-    body: Any, *, source: str, event_id: str = "", event_time: str = ""
+    body: Any,
+    *,
+    source: str,
+    event_id: str = "",
+    event_time: str = "",
+    delivery_nonce: str = "",
 ) -> Trigger:
-    """The JSON trigger body sent over HTTP (or published to Pub/Sub)."""
+    """The JSON trigger body sent over HTTP (or in a Pub/Sub push to the HTTP function).
+
+    ``delivery_nonce`` is the nonce a ``force`` without ``nonce`` gets: one derived from the
+    delivery's identity (see :func:`delivery_nonce`), so that retries map to one run.
+    """
     body = _object(body, "request body")
     unknown = sorted(str(k)[:40] for k in body if k not in HTTP_FIELDS)
     if unknown:
@@ -392,19 +509,19 @@ def decode_trigger_body(
         model_uri=_match(
             body.get("model_uri"), "model_uri", _MODEL_URI, "a gs://, https:// or projects/ URI"
         ),
-        template=_match(body.get("template"), "template", _TEMPLATE, "a gs:// or https:// URI"),
+        template=check_template_uri(body.get("template")),
         force=_bool(body.get("force"), "force"),
-        nonce=_match(
-            body.get("nonce"), "nonce", _NONCE, "1-64 characters of A-Z a-z 0-9 . _ -", 64
-        ),
+        nonce=_match(body.get("nonce"), "nonce", _NONCE, NONCE_TEXT, 64),
         dry_run=_bool(body.get("dry_run"), "dry_run"),
     )
     if kind is Kind.CODE and not (trigger.commit_sha or trigger.image_uri):
         raise InvalidEvent("a code trigger needs commit_sha or image_uri")
     if kind is Kind.MODEL and not trigger.model_uri:
         raise InvalidEvent("a model trigger needs model_uri")
-    if ".." in trigger.template or ".." in trigger.model_uri:
-        raise InvalidEvent("URIs must not contain '..'")
+    if ".." in trigger.model_uri.split("/"):
+        raise InvalidEvent("model_uri must not contain '..' path segments")
+    if trigger.force and not trigger.nonce and delivery_nonce:
+        trigger = dataclasses.replace(trigger, nonce=delivery_nonce)
     return trigger
 
 
@@ -415,10 +532,44 @@ def _lower(value: Any) -> Any:
 # --------------------------------------------------------------------------- Pub/Sub
 
 
+DEFAULT_CLOUD_BUILD_TOPIC = "cloud-builds"
+
+
+def topic_of(text: str) -> str:
+    """``projects/<p>/topics/<t>`` named in a CloudEvent source or a push URL's path, or ``""``."""
+    match = _TOPIC_PATH.search(text or "")
+    return f"projects/{match.group(1)}/topics/{match.group(2)}" if match else ""
+
+
+def is_cloud_build_topic(topic: str, setting: str) -> bool:
+    """Whether ``topic`` (a full topic name) is the configured Cloud Build topic: ``setting`` is a
+    topic id (``cloud-builds``, any project) or a full ``projects/<p>/topics/<t>`` name."""
+    if not topic or not setting:
+        return False
+    if "/" in setting:
+        return topic == setting
+    return topic.rsplit("/", 1)[-1] == setting
+
+
 def decode_pubsub_message(
-    message: Any, *, source: str, event_id: Any = "", event_time: Any = "", max_bytes: int = 1 << 20
+    message: Any,
+    *,
+    source: str,
+    event_id: Any = "",
+    event_time: Any = "",
+    max_bytes: int = 1 << 20,
+    topic: str = "",
+    trusted: bool = False,
+    cloud_build_topic: str = DEFAULT_CLOUD_BUILD_TOPIC,
 ) -> Trigger:
-    """One Pub/Sub message (``{"data": base64, "attributes": {...}, "messageId", "publishTime"}``)."""
+    """One Pub/Sub message (``{"data": base64, "attributes": {...}, "messageId", "publishTime"}``).
+
+    A publisher controls only ``data`` and ``attributes``; ``topic`` (from the CloudEvent source
+    or the push URL) is set by the platform. Unless ``trusted`` (the authenticated HTTP
+    function), a Cloud Build status message is taken only from ``cloud_build_topic`` and a JSON
+    trigger body not at all: otherwise anyone allowed to publish to the data topic could start
+    code and model runs past the HTTP function's ``allowed_invokers``.
+    """
     message = _object(message, "Pub/Sub message")
     attributes = message.get("attributes") or {}
     if not isinstance(attributes, Mapping):
@@ -434,6 +585,7 @@ def decode_pubsub_message(
         raise InvalidEvent("Pub/Sub data is not valid base64") from None
     event_id = event_id or message.get("messageId") or message.get("message_id") or ""
     event_time = event_time or message.get("publishTime") or message.get("publish_time") or ""
+    where = f"topic {topic}" if topic else "a push whose URL names no topic"
     if "bucketId" in attributes or "objectId" in attributes:
         return decode_gcs_notification(
             attributes,
@@ -444,6 +596,12 @@ def decode_pubsub_message(
             max_bytes=max_bytes,
         )
     if "buildId" in attributes:
+        if not trusted and not is_cloud_build_topic(topic, cloud_build_topic):
+            raise Forbidden(
+                f"Cloud Build status message from {where} refused: the event function takes "
+                f"them only from the Cloud Build topic ({cloud_build_topic})",
+                code="untrusted_source",
+            )
         return decode_cloud_build(
             attributes,
             data,
@@ -452,28 +610,66 @@ def decode_pubsub_message(
             event_time=event_time,
             max_bytes=max_bytes,
         )
+    if not trusted:
+        raise Forbidden(
+            f"message from {where} is neither a GCS notification nor a Cloud Build status "
+            "message: the event function takes data events only; send code and model changes "
+            "to the HTTP function",
+            code="untrusted_source",
+        )
     body = parse_json(data, what="Pub/Sub message data", max_bytes=max_bytes)
+    identity = (
+        event_id if isinstance(event_id, str | int) and not isinstance(event_id, bool) else ""
+    )
     return decode_trigger_body(
-        body, source=source, event_id=_event_id(event_id), event_time=_event_time(event_time)
+        body,
+        source=source,
+        event_id=_event_id(event_id),
+        event_time=_event_time(event_time),
+        delivery_nonce=delivery_nonce("pubsub", str(identity)),
     )
 
 
-def decode_pubsub_push(body: Any, *, max_bytes: int = 1 << 20) -> Trigger:
-    """A raw Pub/Sub push body: ``{"message": {...}, "subscription": "projects/…"}``."""
+def decode_pubsub_push(
+    body: Any,
+    *,
+    max_bytes: int = 1 << 20,
+    topic: str = "",
+    trusted: bool = False,
+    cloud_build_topic: str = DEFAULT_CLOUD_BUILD_TOPIC,
+) -> Trigger:
+    """A raw Pub/Sub push body: ``{"message": {...}, "subscription": "projects/…"}``.
+
+    ``topic`` is the topic the push URL names (``…/projects/<p>/topics/<t>``), if any.
+    """
     body = _object(body, "push body")
-    subscription = _text(body.get("subscription"), "subscription", 512)
+    subscription = _loose_text(body.get("subscription"), 512)
+    if topic:
+        source = f"pubsub:{topic.rsplit('/', 1)[-1]}"
+    else:
+        source = f"pubsub-push:{subscription}" if subscription else "pubsub-push"
     return decode_pubsub_message(
         body.get("message"),
-        source=f"pubsub-push:{subscription}" if subscription else "pubsub-push",
+        source=source,
         max_bytes=max_bytes,
+        topic=topic,
+        trusted=trusted,
+        cloud_build_topic=cloud_build_topic,
     )
 
 
 # --------------------------------------------------------------------------- CloudEvents
 
 
-def decode_cloud_event(event: Any, *, max_bytes: int = 1 << 20) -> Trigger:
-    """Any CloudEvent the event entry point receives (an ``cloudevents`` CloudEvent)."""
+def decode_cloud_event(
+    event: Any, *, max_bytes: int = 1 << 20, cloud_build_topic: str = DEFAULT_CLOUD_BUILD_TOPIC
+) -> Trigger:
+    """Any CloudEvent the event entry point receives (an ``cloudevents`` CloudEvent).
+
+    The event entry point is not authenticated beyond the platform's invoker check, so it takes
+    data events only, and Cloud Build messages only from ``cloud_build_topic`` (named by the
+    CloudEvent ``source``, which Eventarc and functions-framework set, never the publisher).
+    """
     try:
         ce_type = str(event["type"])
         ce_source = str(event["source"])
@@ -506,12 +702,14 @@ def decode_cloud_event(event: Any, *, max_bytes: int = 1 << 20) -> Trigger:
         )
     if ce_type == PUBSUB_PUBLISHED:
         payload = _object(data, "Pub/Sub event data")
-        topic = ce_source.rsplit("/topics/", 1)[-1] if "/topics/" in ce_source else ""
+        topic = topic_of(ce_source)
         return decode_pubsub_message(
             payload.get("message"),
-            source=f"pubsub:{topic}" if topic else "pubsub",
+            source=f"pubsub:{topic.rsplit('/', 1)[-1]}" if topic else "pubsub",
             event_id=ce_id,
             event_time=ce_time or "",
             max_bytes=max_bytes,
+            topic=topic,
+            cloud_build_topic=cloud_build_topic,
         )
     raise InvalidEvent(f"unsupported CloudEvent type {_show(ce_type)}")

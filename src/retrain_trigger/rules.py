@@ -1,8 +1,10 @@
 """Routing and rules: Trigger -> RunRequest, or an explicit Skip with its reason.
 
-Pure functions over the configuration: no I/O, no clock except for forced reruns without a nonce.
-The run key identifies the change; the job id is derived from it deterministically, so a second
-delivery of the same change maps to the same job id and Vertex refuses to create it twice.
+Pure functions over the configuration: no I/O, no clock. The run key identifies the change; the
+job id is derived from it deterministically, so a second delivery of the same change maps to the
+same job id and Vertex refuses to create it twice. A forced rerun adds its nonce to the run key;
+``force`` without a nonce is refused (422), since a nonce made up here (the time, say) would turn
+every redelivery of the same request into a new run.
 """
 
 from __future__ import annotations
@@ -11,11 +13,10 @@ import functools
 import hashlib
 import posixpath
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from retrain_trigger.config import Config, Route
+from retrain_trigger.config import Config, Route, under
 from retrain_trigger.errors import Forbidden, Unprocessable
 from retrain_trigger.model import Kind, RunRequest, Trigger
 
@@ -39,6 +40,7 @@ TEMPORARY_PREFIXES = ("gcloud/tmp/", "gsutil/tmp/")
 GENERATED_METADATA_KEYS = ("retrain-trigger-run", "kfp-run-id")
 
 LABEL_PREFIX = "retrain-"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_JOB_ID = 127
 
 
@@ -139,12 +141,17 @@ def render(template: str, fields: dict[str, str]) -> str:
 
 
 def loop_guard(config: Config, trigger: Trigger) -> str:
-    """The reason this object must not trigger (written by a pipeline), or ``""``."""
+    """The reason this object must not trigger (written by a pipeline), or ``""``.
+
+    Covers every ``gs://`` location any route's pipeline writes to (``Route.written``: the
+    pipeline root, ``writes``, and fixed ``gs://`` parameters that are not a data source), matched
+    on path boundaries, then ``ignore_prefixes`` and the metadata pipelines stamp on outputs.
+    """
     uri = trigger.gcs_uri
     for route in config.routes:
-        root = route.pipeline_root.rstrip("/") + "/"
-        if root.startswith("gs://") and (uri.startswith(root) or uri == root[:-1]):
-            return f"loop guard: {uri} is under the pipeline root of route {route.name}"
+        for location, origin in route.written:
+            if under(uri, location):
+                return f"loop guard: {uri} is under {location} ({origin} of route {route.name})"
     for prefix in config.ignore_prefixes:
         if uri.startswith(prefix):
             return f"loop guard: {uri} is under ignored prefix {prefix}"
@@ -256,9 +263,7 @@ def _plan_change(config: Config, trigger: Trigger) -> RunRequest | Skip:
         build = f"build {trigger.build_id}" if trigger.build_id else "build"
         return Skip(f"{build} status {trigger.event_type}; only SUCCESS triggers")
     route = select_http_route(config, trigger)
-    if trigger.template and not any(
-        trigger.template.startswith(p) for p in route.allowed_templates
-    ):
+    if trigger.template and not template_allowed(trigger.template, route.allowed_templates):
         raise Forbidden(
             f"template {trigger.template} is not under an allowed prefix of route {route.name}",
             code="template_not_allowed",
@@ -272,6 +277,21 @@ def _plan_change(config: Config, trigger: Trigger) -> RunRequest | Skip:
         run_key = f"model:{trigger.model_uri}"
         readable = trigger.model_uri.rstrip("/").rsplit("/", 1)[-1]
     return _request(config, route, trigger, run_key, readable, {"data_uri": data_uri})
+
+
+def template_allowed(template: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``template`` lies under one of ``prefixes`` on path boundaries.
+
+    ``gs://b/mnist`` admits ``gs://b/mnist`` and ``gs://b/mnist/…``, never ``gs://b/mnist-x/…``;
+    ``https://<region>-kfp.pkg.dev/<project>`` never admits ``…/<project>-other/…``. Both sides
+    are canonical (``events.uri_problem`` refuses ``..``, ``//``, ``%`` …), so no server-side
+    normalisation can move a URI that passed here out from under its prefix.
+    """
+    from retrain_trigger.events import uri_problem
+
+    if uri_problem(template):
+        return False
+    return any(under(template, prefix) for prefix in prefixes)
 
 
 # --------------------------------------------------------------------------- request
@@ -315,9 +335,13 @@ def _request(
     extra: dict[str, str],
 ) -> RunRequest:
     if trigger.force:
-        nonce = trigger.nonce or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        run_key = f"{run_key}#force={nonce}"
-        trigger = _with_nonce(trigger, nonce)
+        if not trigger.nonce:
+            raise Unprocessable(
+                "force needs a nonce, so that retries and replays of this request start one run: "
+                'send "nonce" (1-64 characters of A-Z a-z 0-9 . _ -, new for each rerun you want)',
+                code="nonce_required",
+            )
+        run_key = f"{run_key}#force={trigger.nonce}"
     kind = str(trigger.kind)
     job_id = job_id_for(route.name, kind, readable, run_key)
     fields = template_fields(config, route, trigger, run_key, extra)
@@ -334,7 +358,7 @@ def _request(
     )
     if trigger.commit_sha:
         labels[f"{LABEL_PREFIX}commit"] = label_value(trigger.commit_sha[:12])
-    display = render(route.display_name, fields)[:128] or job_id
+    display = _CONTROL.sub(" ", render(route.display_name, fields))[:128].strip() or job_id
     return RunRequest(
         route=route.name,
         run_key=run_key,
@@ -351,12 +375,6 @@ def _request(
         region=config.region,
         trigger=trigger,
     )
-
-
-def _with_nonce(trigger: Trigger, nonce: str) -> Trigger:
-    import dataclasses
-
-    return dataclasses.replace(trigger, nonce=nonce)
 
 
 def window_request(

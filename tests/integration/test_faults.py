@@ -351,7 +351,12 @@ def test_local_template_missing_is_a_config_error_until_it_exists(
     status, answer, _ = post(http)
     assert status == 502, answer
     assert answer["decision"] == "failed" and answer["error"] == "config_error"
-    assert str(template) in answer["reason"] and "not found" in answer["reason"]
+    # Nothing is authenticated before the configuration loads: the path goes to the log only.
+    assert str(tmp_path) not in json.dumps(answer) and "misconfigured" in answer["reason"]
+    response = events.post("/", headers=to_binary(storage_event())[0], data=b"{}")
+    assert response.status_code == 500 and str(tmp_path) not in response.get_data(as_text=True)
+    logged = capsys.readouterr().out
+    assert str(template) in logged and "not found" in logged
     assert deliver(events, storage_event())[0] == 500
     assert env.requests == []
 

@@ -172,6 +172,38 @@ BAD = [
         "project: p-123\nlimits: {max_body_bytes: 5}\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true}]\n",
         r"limits\.max_body_bytes: must be between 1024 and",
     ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, allowed_templates: ['gs://b/']}]\n",
+        r"allowed_templates: 'gs://b/' must be a gs:// or https:// prefix naming at least a bucket or host and a folder",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, allowed_templates: ['gs://b/t/../u']}]\n",
+        r"'gs://b/t/\.\./u' must be .* \(must not contain empty, '\.' or '\.\.' path segments\)",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, allowed_templates: ['https://h/%70']}]\n",
+        r"\(must not contain percent-encoding\)",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, writes: ['s3://b/x']}]\n",
+        r"routes\[0\]\(m\)\.writes: 's3://b/x' must be a gs://bucket\[/folder\] URI",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, writes: ['gs://b//x']}]\n",
+        r"\.writes: 'gs://b//x' must be a gs://bucket\[/folder\] URI \(must not contain empty",
+    ),
+    (
+        "project: p-123\ncloud_build_topic: 'bad topic'\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true}]\n",
+        r"cloud_build_topic: must be a topic id or projects/<project>/topics/<topic>",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://bkt/, data: {bucket: bkt, include: ['data/**']}}]\n",
+        r"routes\(m\)\.data: every object this route's data rule matches lies under a location",
+    ),
+    (
+        "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://bkt/r, writes: [gs://bkt/data], data: {bucket: bkt, include: ['data/*.csv']}}]\n",
+        r"every object this route's data rule matches lies under",
+    ),
     ("project: !!python/object:os.system x\nroutes: []\n", r"not valid YAML"),
     ("a: &a [*a, *a]\n", r"<config>"),
 ]
@@ -217,3 +249,104 @@ def test_bad_environment_is_named(config_text, env, message):
 )
 def test_literal_prefix(pattern, prefix):
     assert literal_prefix(pattern) == prefix
+
+
+WINDOW_ROUTE = """
+project: p-123
+routes:
+  - name: batch
+    template: t.yaml
+    pipeline_root: gs://bkt/root
+    data: {bucket: bkt, include: ["data/**"], mode: window}
+  - name: plain
+    template: t.yaml
+    pipeline_root: gs://bkt/root
+    code: true
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        (WINDOW_ROUTE, "batch"),
+        (
+            WINDOW_ROUTE.replace("mode: window", "mode: object")
+            + "    concurrency: skip_if_running\n",
+            "plain",
+        ),
+    ],
+)
+def test_sqlite_store_with_shared_state_is_refused_on_cloud_run(text, named):
+    """A window route batches into one instance's file on Cloud Run: no flush would see it."""
+    with pytest.raises(ConfigError, match=rf"store: route\(s\) {named} use batch windows") as exc:
+        parse_config(text, env={"K_SERVICE": "retrain-event"})
+    assert "set store: firestore (or RETRAIN_STORE=firestore)" in str(exc.value)
+    assert parse_config(text, env={}).store == "sqlite"  # locally: one process, one file
+    on_run = {"K_SERVICE": "retrain-event", "RETRAIN_STORE": "firestore"}
+    assert parse_config(text, env=on_run).store == "firestore"
+
+
+def test_sqlite_store_without_shared_state_is_fine_on_cloud_run():
+    text = WINDOW_ROUTE.replace("mode: window", "mode: object")
+    assert parse_config(text, env={"K_SERVICE": "retrain-event"}).store == "sqlite"
+
+
+def test_cloud_build_topic_setting(config_text):
+    assert parse_config(config_text, env={}).cloud_build_topic == "cloud-builds"
+    env = {"RETRAIN_CLOUD_BUILD_TOPIC": "projects/p-1/topics/builds"}
+    assert parse_config(config_text, env=env).cloud_build_topic == "projects/p-1/topics/builds"
+    text = config_text.replace(
+        "region: us-central1", "region: us-central1\ncloud_build_topic: ci-builds"
+    )
+    assert parse_config(text, env={}).cloud_build_topic == "ci-builds"
+
+
+def test_loop_guard_locations_and_warnings():
+    text = """
+project: p-123
+routes:
+  - name: mnist
+    template: t.yaml
+    pipeline_root: gs://bkt/root
+    parameters:
+      data_uri: "{data_uri}"
+      model_registry_uri: gs://bkt/data/registry
+      base_data: gs://bkt/
+      threshold: "0.9"
+    data: {bucket: bkt, include: ["data/**", "more/**"]}
+  - name: other
+    template: t.yaml
+    pipeline_root: gs://bkt/more/root
+    code: true
+"""
+    config = parse_config(text, env={})
+    assert config.routes[0].written == (
+        ("gs://bkt/root", "pipeline_root"),
+        ("gs://bkt/data/registry", "parameter model_registry_uri"),
+    )
+    assert config.routes[1].written == (("gs://bkt/more/root", "pipeline_root"),)
+    assert config.warnings == (
+        "route mnist: parameter base_data (gs://bkt/) holds a data source, so it is not counted as "
+        "written by the pipeline; if the pipeline writes below it, list those folders under writes",
+        "route mnist: its data globs can see gs://bkt/data/registry (parameter model_registry_uri "
+        "of route mnist); objects there never trigger (loop guard)",
+        "route mnist: its data globs can see gs://bkt/more/root (pipeline_root of route other); "
+        "objects there never trigger (loop guard)",
+    )
+
+
+def test_partly_hidden_data_is_a_warning():
+    text = """
+project: p-123
+routes:
+  - name: m
+    template: t.yaml
+    pipeline_root: gs://bkt/root
+    writes: [gs://bkt/data/out]
+    data: {bucket: bkt, include: ["data/out/**", "data/in/**"]}
+"""
+    config = parse_config(text, env={})
+    assert config.warnings == (
+        "route m: data under gs://bkt/data/out/ never triggers: it lies under gs://bkt/data/out "
+        "(writes of route m), which the loop guard skips",
+    )

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 from cloudevents.http import CloudEvent
 
 from retrain_trigger import events
-from retrain_trigger.errors import InvalidEvent, PayloadTooLarge
+from retrain_trigger.errors import Forbidden, InvalidEvent, PayloadTooLarge
 from retrain_trigger.model import Kind
 
 OBJECT = {
@@ -87,11 +88,12 @@ def test_pubsub_notification_cloud_event():
     assert trigger.content_type == "text/csv"
 
 
-def test_pubsub_notification_without_payload():
+def test_pubsub_notification_without_payload_is_refused_naming_the_fix():
     message = notification(payloadFormat="NONE")
-    message["data"] = ""
-    trigger = events.decode_cloud_event(pubsub_event(message, source="//pubsub.googleapis.com/"))
-    assert trigger.source == "pubsub" and trigger.size is None and trigger.object == OBJECT["name"]
+    del message["data"]  # Pub/Sub leaves out an empty data field
+    with pytest.raises(InvalidEvent, match="payloadFormat NONE carries no object resource") as exc:
+        events.decode_cloud_event(pubsub_event(message, source="//pubsub.googleapis.com/"))
+    assert "JSON_API_V1" in str(exc.value) and exc.value.code == "payload_format_none"
 
 
 def test_raw_push_body():
@@ -134,9 +136,7 @@ def build_message(build=BUILD, status="SUCCESS"):
 
 
 def test_cloud_build_success():
-    trigger = events.decode_cloud_event(
-        pubsub_event(build_message(), "//pubsub.googleapis.com/projects/p/topics/cloud-builds")
-    )
+    trigger = events.decode_cloud_event(pubsub_event(build_message(), CLOUD_BUILDS_SOURCE))
     assert trigger.kind is Kind.CODE
     assert trigger.event_type == "SUCCESS"
     assert trigger.commit_sha == BUILD["substitutions"]["COMMIT_SHA"]
@@ -146,8 +146,97 @@ def test_cloud_build_success():
 
 def test_cloud_build_working_keeps_status():
     build = dict(BUILD, status="WORKING")
-    trigger = events.decode_cloud_event(pubsub_event(build_message(build, "WORKING")))
+    trigger = events.decode_cloud_event(
+        pubsub_event(build_message(build, "WORKING"), CLOUD_BUILDS_SOURCE)
+    )
     assert trigger.event_type == "WORKING"
+
+
+CLOUD_BUILDS_SOURCE = "//pubsub.googleapis.com/projects/p/topics/cloud-builds"
+DATA_SOURCE = "//pubsub.googleapis.com/projects/p/topics/gcs-events"
+
+
+def trigger_message(body):
+    return {"data": base64.b64encode(json.dumps(body).encode()).decode(), "messageId": "7"}
+
+
+@pytest.mark.parametrize(
+    ("message", "source", "error"),
+    [
+        # A JSON trigger body published to the data topic: never a code or model run.
+        (
+            trigger_message({"kind": "model", "model_uri": "gs://m/v9/"}),
+            DATA_SOURCE,
+            "the event function takes data events only",
+        ),
+        (
+            trigger_message({"kind": "code", "commit_sha": "abcdef12", "force": True}),
+            CLOUD_BUILDS_SOURCE,
+            "the event function takes data events only",
+        ),
+        # A forged Cloud Build SUCCESS on the data topic, or on a push naming no topic.
+        (build_message(), DATA_SOURCE, "from topic projects/p/topics/gcs-events refused"),
+        (build_message(), "//pubsub.googleapis.com/", "from a push whose URL names no topic"),
+        (
+            build_message(),
+            "//pubsub.googleapis.com/projects/p/topics/cloud-builds-evil",
+            "only from the Cloud Build topic \\(cloud-builds\\)",
+        ),
+    ],
+)
+def test_event_path_refuses_triggers_and_cloud_build_from_other_topics(message, source, error):
+    with pytest.raises(Forbidden, match=error) as exc:
+        events.decode_cloud_event(pubsub_event(message, source))
+    assert exc.value.code == "untrusted_source"
+
+
+def test_cloud_build_topic_setting_may_name_the_project():
+    event = pubsub_event(build_message(), CLOUD_BUILDS_SOURCE)
+    full = "projects/p/topics/cloud-builds"
+    assert events.decode_cloud_event(event, cloud_build_topic=full).kind is Kind.CODE
+    with pytest.raises(Forbidden):
+        events.decode_cloud_event(event, cloud_build_topic="projects/other/topics/cloud-builds")
+    other = pubsub_event(build_message(), "//pubsub.googleapis.com/projects/p/topics/builds")
+    assert events.decode_cloud_event(other, cloud_build_topic="builds").kind is Kind.CODE
+
+
+def test_push_topic_comes_from_the_url_and_trusted_push_takes_any_message():
+    push = {"message": build_message(), "subscription": "projects/p/subscriptions/s"}
+    with pytest.raises(Forbidden):
+        events.decode_pubsub_push(push, topic="projects/p/topics/gcs-events")
+    trigger = events.decode_pubsub_push(push, topic="projects/p/topics/cloud-builds")
+    assert trigger.kind is Kind.CODE and trigger.source == "pubsub:cloud-builds"
+    body = {"message": trigger_message({"kind": "model", "model_uri": "gs://m/v9/"}), **push}
+    body["message"] = trigger_message({"kind": "model", "model_uri": "gs://m/v9/"})
+    assert events.decode_pubsub_push(body, trusted=True).kind is Kind.MODEL
+
+
+def test_forced_trigger_in_a_message_gets_the_message_id_as_nonce():
+    body = {"kind": "model", "model_uri": "gs://m/v9/", "force": True}
+    push = {"message": trigger_message(body), "subscription": "projects/p/subscriptions/s"}
+    first = events.decode_pubsub_push(push, trusted=True)
+    again = events.decode_pubsub_push(push, trusted=True)
+    assert first.nonce == again.nonce == "pubsub-7"
+    push["message"]["data"] = trigger_message({**body, "nonce": "mine"})["data"]
+    assert events.decode_pubsub_push(push, trusted=True).nonce == "mine"
+
+
+@pytest.mark.parametrize(
+    ("identity", "expected"),
+    [
+        ("1234567890", "pubsub-1234567890"),
+        ("", ""),
+        ("id with spaces", None),
+        ("x" * 80, None),
+    ],
+)
+def test_delivery_nonce(identity, expected):
+    nonce = events.delivery_nonce("pubsub", identity)
+    if expected is not None:
+        assert nonce == expected
+    else:
+        assert re.fullmatch(r"pubsub-[0-9a-f]{32}", nonce)
+        assert nonce == events.delivery_nonce("pubsub", identity)
 
 
 def test_http_body_code():
@@ -201,7 +290,39 @@ HOSTILE_BODIES = [
             "commit_sha": "abcdef1",
             "template": "gs://ct-templates/mnist/../../evil.yaml",
         },
-        "URIs must not contain '..'",
+        "template must not contain empty, '.' or '..' path segments",
+    ),
+    (
+        {"kind": "code", "commit_sha": "abcdef1", "template": "gs://ct-templates/mnist/%2e%2e/x"},
+        "template must not contain percent-encoding",
+    ),
+    (
+        {"kind": "code", "commit_sha": "abcdef1", "template": "gs://ct-templates/mnist//x.yaml"},
+        "template must not contain empty",
+    ),
+    (
+        {"kind": "code", "commit_sha": "abcdef1", "template": "gs://ct-templates/mnist/./x.yaml"},
+        "template must not contain empty, '.'",
+    ),
+    (
+        {"kind": "code", "commit_sha": "abcdef1", "template": "https://x@evil.example/m/t"},
+        "template must name a lower-case host",
+    ),
+    (
+        {"kind": "code", "commit_sha": "abcdef1", "template": "https://EVIL.pkg.dev/p/r/t/v"},
+        "template must name a lower-case host",
+    ),
+    (
+        {"kind": "code", "commit_sha": "abcdef1", "template": "gs://ct-templates/mnist/t?x=1"},
+        "template must not contain a query",
+    ),
+    (
+        {"kind": "code", "commit_sha": "abcdef1", "template": "gs://ct-templates/mnist\\..\\x"},
+        "template must not contain a backslash",
+    ),
+    (
+        {"kind": "model", "model_uri": "gs://m/v1/../../other/"},
+        "model_uri must not contain '..' path segments",
     ),
     (
         {"kind": "model", "model_uri": "gs://m/\u0000x"},
@@ -223,7 +344,9 @@ BAD_OBJECTS = [
     ({**OBJECT, "bucket": "Bad Bucket"}, "bucket is not a valid bucket name"),
     ({**OBJECT, "bucket": None}, "bucket is missing"),
     ({**OBJECT, "name": ""}, "object name is missing"),
-    ({**OBJECT, "name": "a\nb"}, "object name contains control characters"),
+    ({**OBJECT, "name": "a\nb"}, "object name contains a carriage return or line feed"),
+    ({**OBJECT, "name": "a\rb"}, "object name contains a carriage return or line feed"),
+    ({**OBJECT, "name": ".."}, "object name '..' is not allowed by Cloud Storage"),
     ({**OBJECT, "name": "é" * 600}, "object name is longer than 1024 bytes"),
     ({**OBJECT, "name": "\ud800"}, "object name is not valid UTF-8"),
     ({**OBJECT, "generation": "-1"}, "generation must be a positive whole number"),
@@ -231,7 +354,6 @@ BAD_OBJECTS = [
     ({**OBJECT, "generation": None}, "generation is missing"),
     ({**OBJECT, "size": "big"}, "size must be a whole number"),
     ({**OBJECT, "metadata": ["x"]}, "metadata must be an object"),
-    ({**OBJECT, "metadata": {"k": "v" * 5000}}, "metadata value for"),
     ([1, 2], "storage event data must be a JSON object"),
 ]
 
@@ -245,7 +367,7 @@ def test_storage_event_rejected(data, message):
 @pytest.mark.parametrize(
     ("message", "error"),
     [
-        (notification(eventType="OBJECT_EXPLODE"), "unknown GCS notification eventType"),
+        (notification(eventType=None), "eventType is missing"),
         (notification(bucketId="other-bucket"), "notification payload names another object"),
         (notification(objectGeneration="42"), "notification payload generation differs"),
         (notification(payloadFormat="PROTO"), "unsupported payloadFormat"),
@@ -253,19 +375,84 @@ def test_storage_event_rejected(data, message):
         ({**notification(), "data": "!!!not base64"}, "Pub/Sub data is not valid base64"),
         ({**notification(), "data": 12}, "Pub/Sub data must be a base64 string"),
         ({**notification(), "attributes": ["x"]}, "Pub/Sub attributes must be an object"),
-        (
-            {"data": base64.b64encode(b"\xff\xfe").decode(), "messageId": "1"},
-            "Pub/Sub message data is not UTF-8 text",
-        ),
-        (
-            {"data": base64.b64encode(b"{").decode(), "messageId": "1"},
-            "Pub/Sub message data is not valid JSON",
-        ),
     ],
 )
 def test_pubsub_rejected(message, error):
     with pytest.raises(InvalidEvent, match=error):
         events.decode_cloud_event(pubsub_event(message))
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"\xff\xfe", "Pub/Sub message data is not UTF-8 text"),
+        (b"{", "Pub/Sub message data is not valid JSON"),
+    ],
+)
+def test_trusted_pubsub_trigger_body_rejected(data, error):
+    message = {"data": base64.b64encode(data).decode(), "messageId": "1"}
+    with pytest.raises(InvalidEvent, match=error):
+        events.decode_pubsub_message(message, source="http", trusted=True)
+
+
+# --------------------------------------------------------------------------- legal input
+
+
+# Objects Cloud Storage accepts (https://cloud.google.com/storage/docs/naming-objects: 1-1024
+# bytes of UTF-8 without CR or LF; custom metadata: 8 KiB in all, values up to 4 KiB, any count).
+LEGAL_OBJECTS = [
+    {**OBJECT, "metadata": {f"k{i}": "v" for i in range(65)}},
+    {**OBJECT, "metadata": {"notes": "x" * 4096}},
+    {**OBJECT, "metadata": {f"key-{i}": "y" * 60 for i in range(120)}},
+    {**OBJECT, "metadata": {"count": 3, "flag": True, "nested": {"a": [1]}}},
+    {**OBJECT, "contentType": "application/vnd." + "x" * 3000 + "; charset=utf-8"},
+    {**OBJECT, "contentType": 12},
+    {**OBJECT, "name": "data/2026-11-27/part\t0001.csv"},
+    {**OBJECT, "name": "data/\x01\x1f\x7f\u0085 odd name.csv"},
+    {**OBJECT, "name": "data/" + "é" * 509},
+]
+
+
+@pytest.mark.parametrize("resource", LEGAL_OBJECTS)
+def test_objects_gcs_accepts_are_accepted(resource):
+    trigger = events.decode_cloud_event(storage_event(resource))
+    assert trigger.object == resource["name"]
+    attrs = {"objectId": resource["name"]}
+    pushed = events.decode_cloud_event(pubsub_event(notification(resource, **attrs)))
+    assert pushed.object == resource["name"] and pushed.generation == OBJECT["generation"]
+
+
+def test_unprintable_event_ids_and_bad_times_never_refuse_an_event():
+    event = CloudEvent(
+        {
+            "type": events.STORAGE_FINALIZED,
+            "source": "//storage.googleapis.com/projects/_/buckets/ct-bucket",
+            "id": "id with spaces é",
+            "time": "yesterday",
+        },
+        OBJECT,
+    )
+    trigger = events.decode_cloud_event(event)
+    assert trigger.event_id == "id_with_spaces__" and trigger.event_time == ""
+    body = events.decode_trigger_body(
+        {"kind": "code", "commit_sha": "abcdef12"}, source="http", event_id="req 1\t2"
+    )
+    assert body.event_id == "req_1_2"
+
+
+def test_unknown_notification_type_is_kept_for_the_rules_to_skip():
+    trigger = events.decode_cloud_event(pubsub_event(notification(eventType="OBJECT_RESTORE")))
+    assert trigger.event_type == "OBJECT_RESTORE"
+
+
+@pytest.mark.parametrize(
+    ("branch", "kept"),
+    [("feature/#12-ü", "feature/#12-ü"), ("main", "main"), ("has space", ""), ("a..~b", "")],
+)
+def test_cloud_build_branch_never_refuses_the_build(branch, kept):
+    build = {**BUILD, "substitutions": {**BUILD["substitutions"], "BRANCH_NAME": branch}}
+    trigger = events.decode_cloud_event(pubsub_event(build_message(build), CLOUD_BUILDS_SOURCE))
+    assert trigger.branch == kept and trigger.commit_sha
 
 
 def test_unknown_cloud_event_type():

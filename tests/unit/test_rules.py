@@ -68,7 +68,8 @@ def data(name, bucket="ct-bucket", generation="17", size=10, event_type="OBJECT_
         ),
         (
             data("pipeline-root/run-1/model.joblib"),
-            "loop guard: gs://ct-bucket/pipeline-root/run-1/model.joblib is under the pipeline root of route mnist",
+            "loop guard: gs://ct-bucket/pipeline-root/run-1/model.joblib is under "
+            "gs://ct-bucket/pipeline-root (pipeline_root of route mnist)",
         ),
         (data("root/x", bucket="other-bucket"), "loop guard"),
         (
@@ -162,10 +163,14 @@ def test_force_adds_nonce(config):
     plain, rerun = rules.plan(config, base), rules.plan(config, forced)
     assert rerun.run_key == plain.run_key + "#force=again-1"
     assert rerun.job_id != plain.job_id
-    timed = rules.plan(
-        config, Trigger(kind=Kind.CODE, source="http", commit_sha="abcdef12", force=True)
-    )
-    assert re.search(r"#force=\d{8}T\d{6}Z$", timed.run_key)
+    assert rules.plan(config, forced).job_id == rerun.job_id  # the same request: the same run
+
+
+def test_force_without_nonce_is_refused_not_timed(config):
+    trigger = Trigger(kind=Kind.CODE, source="http", commit_sha="abcdef12", force=True)
+    with pytest.raises(Unprocessable, match=r'force needs a nonce.*send "nonce"') as exc:
+        rules.plan(config, trigger)
+    assert exc.value.code == "nonce_required" and exc.value.status == 422
 
 
 def test_cloud_build_not_success_is_skipped(config):
@@ -220,6 +225,42 @@ def test_http_rejections(config, trigger, error, message):
         rules.plan(config, trigger)
 
 
+ALLOWED = ("gs://ct-templates/mnist", "https://us-central1-kfp.pkg.dev/my-proj/mnist-repo")
+
+
+@pytest.mark.parametrize(
+    ("template", "allowed"),
+    [
+        ("gs://ct-templates/mnist", True),
+        ("gs://ct-templates/mnist/", True),
+        ("gs://ct-templates/mnist/abcdef12/t.yaml", True),
+        ("gs://ct-templates/mnist-attacker/t.yaml", False),
+        ("gs://ct-templates/mnistx", False),
+        ("gs://ct-templates/mnist/../evil/t.yaml", False),
+        ("gs://ct-templates/mnist/%2e%2e/evil/t.yaml", False),
+        ("gs://ct-templates/mnist%2fx/t.yaml", False),
+        ("gs://ct-templates/mnist//t.yaml", False),
+        ("gs://ct-templates/mnist/./t.yaml", False),
+        ("gs://ct-templates.evil/mnist/t.yaml", False),
+        ("gs://ct-templates/MNIST/t.yaml", False),
+        ("https://us-central1-kfp.pkg.dev/my-proj/mnist-repo/pipeline/v1", True),
+        ("https://us-central1-kfp.pkg.dev/my-proj/mnist-repo/pipeline/sha256:ab", True),
+        ("https://us-central1-kfp.pkg.dev/my-proj/mnist-repo-evil/pipeline/v1", False),
+        ("https://us-central1-kfp.pkg.dev/my-proj-evil/mnist-repo/pipeline/v1", False),
+        ("https://us-central1-kfp.pkg.dev/other-proj/mnist-repo/pipeline/v1", False),
+        ("https://us-central1-kfp.pkg.dev.evil.example/my-proj/mnist-repo/p/v1", False),
+        ("https://us-central1-kfp.pkg.dev:443/my-proj/mnist-repo/p/v1", False),
+        ("https://user@us-central1-kfp.pkg.dev/my-proj/mnist-repo/p/v1", False),
+        ("https://us-central1-kfp.pkg.dev/my-proj/mnist-repo/../../other/r/p/v1", False),
+        ("https://us-central1-kfp.pkg.dev/my-proj/mnist-repo/p/v1?alt=../../x", False),
+        ("https://us-central1-kfp.pkg.dev/my-proj/mnist-repo/p/v1#frag", False),
+        ("http://us-central1-kfp.pkg.dev/my-proj/mnist-repo/p/v1", False),
+    ],
+)
+def test_allowed_templates_match_on_path_boundaries(template, allowed):
+    assert rules.template_allowed(template, ALLOWED) is allowed
+
+
 def test_allowed_template_is_used(config):
     trigger = Trigger(
         kind=Kind.CODE,
@@ -239,6 +280,65 @@ def test_ambiguous_route():
         Unprocessable, match=r"several routes accept code triggers \(mnist, marker\)"
     ):
         rules.plan(config, Trigger(kind=Kind.CODE, source="http", commit_sha="abcdef12"))
+
+
+REGISTRY_CONFIG = """
+project: test-project
+routes:
+  - name: mnist
+    template: t.yaml
+    pipeline_root: gs://ct-bucket/pipeline-root
+    parameters:
+      data_uri: "{data_uri}"
+      model_registry_uri: gs://ct-bucket/data/registry
+      eval_uri: gs://ct-bucket/data/
+      export_uri: gs://exports/mnist/
+    data: {bucket: ct-bucket, include: ["data/**"]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "bucket", "skipped"),
+    [
+        ("data/registry/champion/model.joblib", "ct-bucket", "parameter model_registry_uri"),
+        ("data/registry", "ct-bucket", "parameter model_registry_uri"),
+        ("data/registry-notes/a.csv", "ct-bucket", ""),
+        ("data/new/part-1.csv", "ct-bucket", ""),
+    ],
+)
+def test_loop_guard_covers_fixed_gs_parameters_on_path_boundaries(name, bucket, skipped):
+    """A data route whose globs see the model registry must not retrain on every registration."""
+    config = parse_config(REGISTRY_CONFIG, env={})
+    planned = rules.plan(config, data(name, bucket=bucket))
+    if skipped:
+        assert isinstance(planned, rules.Skip) and skipped in planned.reason, planned
+        assert planned.reason.startswith("loop guard: ")
+    else:
+        assert isinstance(planned, RunRequest), planned
+
+
+def test_explicit_writes_replace_the_inferred_ones():
+    text = REGISTRY_CONFIG.replace(
+        "    data: {bucket", "    writes: [gs://ct-bucket/data/out]\n    data: {bucket"
+    )
+    config = parse_config(text, env={})
+    assert config.routes[0].written == (
+        ("gs://ct-bucket/pipeline-root", "pipeline_root"),
+        ("gs://ct-bucket/data/out", "writes"),
+    )
+    assert isinstance(rules.plan(config, data("data/registry/m.joblib")), RunRequest)
+    assert "gs://ct-bucket/data/out" in rules.plan(config, data("data/out/x")).reason
+
+
+def test_display_names_carry_no_control_characters(config):
+    text = CONFIG.replace(
+        "    labels: {team: ml}", '    labels: {team: ml}\n    display_name: "{object}"'
+    )
+    config = parse_config(text, env={})
+    request = rules.plan(config, data("data/a\tb\x01c.csv"))
+    assert request.display_name == "data/a b c.csv"
+    assert request.parameter_values["data_uri"] == "gs://ct-bucket/data/a\tb\x01c.csv"
+    assert re.fullmatch(r"mnist-data-a-b-c-csv-[0-9a-f]{16}", request.job_id)
 
 
 @pytest.mark.parametrize(
