@@ -4,7 +4,9 @@
 Each holds the function's ``main.py`` (and any other file of its folder), its own pinned
 ``requirements.txt``, the core package as ``retrain_trigger/`` without the modules that only the
 command line and the local stack use, and optionally the configuration file as ``retrain.yaml`` with
-the compiled templates it names by relative path.
+the compiled templates it names by relative path. A configuration holding ``auth.hmac_secret`` is
+refused: the secret would travel in clear text in both zips (give it to the function through
+Secret Manager as ``RETRAIN_HMAC_SECRET``).
 
 The archives are reproducible: entries sorted, timestamps fixed at 1980-01-01, permissions fixed at
 0644, no directory entries, no ``__pycache__``. ``<hash>`` is the first 12 hex digits of a SHA-256
@@ -201,15 +203,24 @@ def config_entries(config_path: Path, repo_root: Path) -> list[Entry]:
             f"cannot read configuration {config_path}: {exc.strerror or exc}"
         ) from None
     data = yaml.safe_load(raw)
-    env = {}
+    auth = data.get("auth") if isinstance(data, dict) else None
+    if isinstance(auth, dict) and auth.get("hmac_secret"):
+        # The zips are uploaded to a source bucket and kept by Cloud Functions: whoever can read
+        # either could sign requests. The secret belongs in Secret Manager, not in the source.
+        raise PackagingError(
+            f"{config_path}: auth.hmac_secret holds the HMAC secret, which would be packed in "
+            "clear text into both function zips; remove it from the file and give the deployed "
+            "function RETRAIN_HMAC_SECRET from Secret Manager instead (gcloud functions deploy "
+            "--set-secrets RETRAIN_HMAC_SECRET=<secret>:latest)"
+        )
+    # The functions get these from their environment; check the rest of the file.
+    env = {"RETRAIN_HMAC_SECRET": "packaging-check-placeholder"}
     if isinstance(data, dict) and not data.get("project"):
-        # The functions get GOOGLE_CLOUD_PROJECT from their environment; check the rest of the file.
         env["GOOGLE_CLOUD_PROJECT"] = "packaging-check"
     try:
         config = parse_config(raw, source=str(config_path), env=env)
     except ConfigError as exc:
         raise PackagingError(f"configuration is not valid: {exc}") from None
-
     entries = [Entry(CONFIG_NAME, raw)]
     seen: set[str] = set()
     base = config_path.parent

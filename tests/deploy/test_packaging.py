@@ -218,6 +218,35 @@ def test_an_invalid_configuration_is_refused(tmp_path: Path) -> None:
         build_function_zips(REPO, tmp_path / "dist", config)
 
 
+def test_a_configuration_holding_the_hmac_secret_is_refused(tmp_path: Path) -> None:
+    secret = "do-not-ship-this-secret-1234"
+    config = _write_config(tmp_path / "conf", "gs://t/templates/mnist.yaml")
+    config.write_text(config.read_text() + f"auth:\n  mode: hmac\n  hmac_secret: {secret}\n")
+    with pytest.raises(
+        PackagingError,
+        match=r"retrain\.yaml: auth\.hmac_secret holds the HMAC secret, which would be packed in "
+        r"clear text into both function zips; remove it .* RETRAIN_HMAC_SECRET from Secret Manager",
+    ) as refused:
+        build_function_zips(REPO, tmp_path / "dist", config)
+    assert secret not in str(refused.value)
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
+    argv = ["--repo-root", str(REPO), "--dist", str(tmp_path / "dist"), "--config", str(config)]
+    result = subprocess.run(
+        [sys.executable, "-m", "retrain_trigger.packaging", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2 and "auth.hmac_secret" in result.stderr
+    assert secret not in result.stderr + result.stdout
+    # The same file with the secret left to the environment packs, and carries no secret.
+    config.write_text(config.read_text().replace(f"  hmac_secret: {secret}\n", ""))
+    for path in build_function_zips(REPO, tmp_path / "dist", config).values():
+        with zipfile.ZipFile(path) as archive:
+            assert all(secret.encode() not in archive.read(name) for name in archive.namelist())
+
+
 def test_command_line(tmp_path: Path) -> None:
     tfvars = tmp_path / "functions.auto.tfvars.json"
     result = subprocess.run(
