@@ -64,7 +64,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             entry["pipeline"] = "(remote, not read: use --remote)"
         entry["triggers"] = [k for k in ("data", "code", "model") if route.accepts(k)]
+        entry["loop_guard"] = [f"{uri} ({origin})" for uri, origin in route.written]
         out["routes"].append(entry)
+    out["warnings"] = list(config.warnings)
     _print(
         out,
         args.json,
@@ -72,8 +74,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             [f"{o['config']}: valid ({o['backend']} backend)"]
             + [
                 f"  route {r['name']}: {', '.join(r['triggers'])} -> {r['template']} [{r['pipeline']}]"
+                + (f"\n    never triggers: {', '.join(r['loop_guard'])}" if r["loop_guard"] else "")
                 for r in o["routes"]
             ]
+            + [f"warning: {w}" for w in o["warnings"]]
         ),
     )
     return 0

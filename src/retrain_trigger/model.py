@@ -32,6 +32,23 @@ def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping or {}))
 
 
+# Cloud Storage caps an object's custom metadata at 8 KiB; a log line shows at most that much.
+LOGGED_METADATA_CHARS = 8192
+
+
+def _bounded(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Metadata for a log line: entries up to 8 KiB of keys and values, then a count of the rest."""
+    out: dict[str, str] = {}
+    used = 0
+    for key, value in metadata.items():
+        used += len(key) + len(value)
+        if used > LOGGED_METADATA_CHARS:
+            out["…"] = f"{len(metadata) - len(out)} more entries not shown"
+            break
+        out[key] = value
+    return out
+
+
 @dataclass(frozen=True)
 class Trigger:
     """What happened, normalised from any event form.
@@ -77,7 +94,7 @@ class Trigger:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["kind"] = str(self.kind)
-        out["metadata"] = dict(self.metadata)
+        out["metadata"] = _bounded(self.metadata)
         return {k: v for k, v in out.items() if v not in ("", None, {}, False)}
 
 

@@ -482,3 +482,16 @@ def test_oversized_event_data():
     event = storage_event({**OBJECT, "metadata": {f"k{i}": "v" * 2000 for i in range(60)}})
     with pytest.raises(PayloadTooLarge, match="event data is larger than 65536 bytes"):
         events.decode_cloud_event(event, max_bytes=65536)
+
+
+def test_a_forged_flood_of_metadata_is_accepted_but_logged_bounded():
+    """A real object holds at most 8 KiB of metadata; a forged event may hold far more (up to
+    max_body_bytes): it is not refused, and its log line stays bounded."""
+    flood = {f"key-{i:05d}": "v" * 100 for i in range(5000)}
+    trigger = events.decode_cloud_event(storage_event({**OBJECT, "metadata": flood}))
+    assert len(trigger.metadata) == 5000
+    logged = trigger.to_dict()["metadata"]
+    assert len(json.dumps(logged)) < 10_000
+    assert logged["…"] == f"{5000 - (len(logged) - 1)} more entries not shown"
+    small = events.decode_cloud_event(storage_event({**OBJECT, "metadata": {"a": "b"}}))
+    assert small.to_dict()["metadata"] == {"a": "b"}
