@@ -437,7 +437,8 @@ def test_plan_backfill_in_window_mode(stack_config: Any) -> None:
     assert [p.outcome for p in planned] == ["batch", "skip", "skip"]
     assert planned[0].run_key == "gs://ct-bucket/data/d/a.csv#3"
     assert "0 bytes" in planned[1].reason
-    assert "no route" in planned[2].reason
+    # The stack's pipeline writes its registry there (model_registry_uri): the loop guard.
+    assert "loop guard" in planned[2].reason and "model_registry_uri" in planned[2].reason
 
 
 def test_plan_backfill_uses_the_core_rules_and_run_keys(marker_config: Any) -> None:
@@ -449,7 +450,7 @@ def test_plan_backfill_uses_the_core_rules_and_run_keys(marker_config: Any) -> N
     assert run.job_id == rules.job_id_for("mnist", "data", "d", run.run_key)
     assert run.parameters["data_uri"] == "gs://ct-bucket/data/d/"
     assert "waits for marker" in planned[0].reason
-    assert "no route" in planned[2].reason
+    assert "loop guard" in planned[2].reason and "model_registry_uri" in planned[2].reason
 
 
 def test_plan_backfill_reports_undecodable_objects(stack_config: Any) -> None:
