@@ -4,8 +4,9 @@ Forms:
 
 - Eventarc ``google.cloud.storage.object.v1.*`` CloudEvents (binary or structured);
 - Pub/Sub ``google.cloud.pubsub.topic.v1.messagePublished`` CloudEvents, and raw Pub/Sub push
-  bodies, carrying a GCS notification (``OBJECT_FINALIZE`` …, ``JSON_API_V1`` or ``NONE``), a
-  Cloud Build status message (topic ``cloud-builds``) or a JSON trigger body;
+  bodies, carrying a GCS notification (``OBJECT_FINALIZE`` …, ``JSON_API_V1``; ``NONE`` is
+  refused), a Cloud Build status message (the Cloud Build topic) or, to the HTTP function only, a
+  JSON trigger body;
 - the HTTP JSON body ``{"route"?, "kind", "commit_sha", "image_uri", "build_id", "branch",
   "model_uri", "template", "force", "nonce", "dry_run"}``.
 

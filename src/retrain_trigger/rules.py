@@ -18,6 +18,7 @@ from typing import Any
 
 from retrain_trigger.config import Config, Route, under
 from retrain_trigger.errors import Forbidden, Unprocessable
+from retrain_trigger.events import uri_problem
 from retrain_trigger.model import Kind, RunRequest, Trigger
 
 FINALIZE_TYPES = frozenset({"OBJECT_FINALIZE", "google.cloud.storage.object.v1.finalized"})
@@ -287,8 +288,6 @@ def template_allowed(template: str, prefixes: tuple[str, ...]) -> bool:
     are canonical (``events.uri_problem`` refuses ``..``, ``//``, ``%`` …), so no server-side
     normalisation can move a URI that passed here out from under its prefix.
     """
-    from retrain_trigger.events import uri_problem
-
     if uri_problem(template):
         return False
     return any(under(template, prefix) for prefix in prefixes)
