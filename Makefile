@@ -23,7 +23,13 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/python -m pip install -q checkov==$(CHECKOV_VERSION)
 	touch $@
 
-setup: $(BIN)/.installed $(CHECKOV_VENV)/.installed ## create the virtual environments (idempotent)
+# The google provider's schema for tests/deploy/test_provider_schema.py: the wheel pinned (with its
+# hash) in requirements-schema.txt, downloaded, never installed; a small JSON extract is cached.
+$(VENV)/.provider-schema: requirements-schema.txt tests/deploy/provider_schema.py $(BIN)/.installed
+	$(BIN)/python -m tests.deploy.provider_schema
+	touch $@
+
+setup: $(BIN)/.installed $(CHECKOV_VENV)/.installed $(VENV)/.provider-schema ## create the virtual environments and fetch the provider schema (idempotent)
 
 lint: setup ## ruff and mypy
 	$(BIN)/ruff check

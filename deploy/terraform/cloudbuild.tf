@@ -10,6 +10,7 @@ locals {
     _SOURCE_BUCKET        = google_storage_bucket.this["sources"].name
     _CONFIG               = var.config_file
     _HTTP_FUNCTION        = google_cloudfunctions2_function.http.name
+    _HTTP_AUDIENCE        = local.http_audience
     _EVENT_FUNCTION       = google_cloudfunctions2_function.event.name
     _HTTP_SA              = google_service_account.this["http"].email
     _EVENT_SA             = google_service_account.this["event"].email

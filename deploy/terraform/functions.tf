@@ -23,6 +23,12 @@ locals {
     LOG_EXECUTION_ID           = "true"
   }
 
+  # The audience of the HTTP function's ID tokens, pinned rather than taken from the request's
+  # Host. The function's own URI cannot be used here (it would refer to itself), so the default
+  # is the service's deterministic URL, known before it exists:
+  # https://cloud.google.com/run/docs/triggering/https-request#deterministic
+  http_audience = coalesce(var.http_audience, "https://${var.http_function_name}-${local.project_number}.${var.region}.run.app")
+
   # Callers the HTTP function itself accepts (ID token email), on top of Cloud Run's IAM check.
   http_invoker_emails = concat(
     [google_service_account.this["build"].email],
@@ -131,6 +137,7 @@ resource "google_cloudfunctions2_function" "http" {
     ingress_settings = "ALLOW_ALL"
     environment_variables = merge(local.function_env, {
       RETRAIN_AUTH             = "iam"
+      RETRAIN_AUDIENCE         = local.http_audience
       RETRAIN_ALLOWED_INVOKERS = join(",", local.http_invoker_emails)
     })
   }

@@ -102,7 +102,36 @@ resource "google_project_iam_member" "submitter_firestore" {
   }
 }
 
+# POST /flush (the HTTP function) writes each closing window's manifest under the pipeline root
+# (windows.write_manifest -> gcs.write_bytes), with no generation precondition: a flush retried
+# after a crash rewrites the same manifest, an overwrite, which needs storage.objects.delete as
+# well as create (objectCreator alone answers 403:
+# https://cloud.google.com/storage/docs/access-control/iam-permissions). objectUser, on the
+# artifacts bucket only and, by condition, on the manifests folder only.
+# https://cloud.google.com/storage/docs/access-control/iam#conditions
+resource "google_storage_bucket_iam_member" "http_manifest_writer" {
+  count = var.enable_windows ? 1 : 0
+
+  bucket = google_storage_bucket.this["artifacts"].name
+  role   = "roles/storage.objectUser"
+  member = local.submitters.http
+
+  condition {
+    title       = "window manifests only"
+    description = "Objects under the pipeline root's manifests/ folder."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${local.bucket_names.artifacts}/objects/${local.manifest_prefix}\")"
+  }
+}
+
 # --- the pipeline --------------------------------------------------------------------------------
+
+# Google lists Vertex AI User for the account a pipeline runs as (pipeline job, metadata store,
+# model uploads): https://cloud.google.com/vertex-ai/docs/pipelines/configure-project#service-account
+resource "google_project_iam_member" "pipeline_vertex" {
+  project = var.project_id
+  role    = "roles/aiplatform.user"
+  member  = local.pipeline_member
+}
 
 resource "google_storage_bucket_iam_member" "pipeline_data_reader" {
   bucket = google_storage_bucket.this["data"].name

@@ -38,9 +38,10 @@ locals {
   push_delivery     = var.event_delivery == "pubsub_push"
   eventarc_delivery = var.event_delivery == "eventarc"
 
-  pipeline_root = "gs://${local.bucket_names.artifacts}/pipeline-root"
-  registry_uri  = "gs://${local.bucket_names.artifacts}/models"
-  template_base = "gs://${local.bucket_names.templates}/templates"
+  pipeline_root   = "gs://${local.bucket_names.artifacts}/pipeline-root"
+  manifest_prefix = "pipeline-root/manifests/" # windows.MANIFEST_FOLDER under pipeline_root
+  registry_uri    = "gs://${local.bucket_names.artifacts}/models"
+  template_base   = "gs://${local.bucket_names.templates}/templates"
 
   apis = toset([
     "aiplatform.googleapis.com",

@@ -3,6 +3,11 @@ output "http_function_url" {
   value       = google_cloudfunctions2_function.http.service_config[0].uri
 }
 
+output "http_audience" {
+  description = "Audience (and URL) for ID tokens sent to the HTTP function: what RETRAIN_AUDIENCE is set to."
+  value       = local.http_audience
+}
+
 output "event_function_url" {
   description = "URL (Cloud Run) of the event function: the push endpoint and OIDC audience."
   value       = google_cloudfunctions2_function.event.service_config[0].uri

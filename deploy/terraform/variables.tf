@@ -21,9 +21,14 @@ variable "name_prefix" {
 }
 
 variable "labels" {
-  description = "Labels added to every resource that takes labels."
+  description = "Labels added to every resource that takes labels (not commit or deployed-by: deploy/cloudbuild.yaml sets those on the functions)."
   type        = map(string)
   default     = {}
+
+  validation {
+    condition     = length(setintersection(keys(var.labels), ["commit", "deployed-by"])) == 0
+    error_message = "labels must not set commit or deployed-by: Cloud Build sets them on every deploy, and Terraform would set them back."
+  }
 }
 
 variable "enable_apis" {
@@ -96,6 +101,17 @@ variable "function_image_repository" {
   description = "Artifact Registry DOCKER repository (id) for the containers Cloud Functions builds from the zips."
   type        = string
   default     = "retrain-functions"
+}
+
+variable "http_audience" {
+  description = "Audience of the ID tokens the HTTP function accepts (RETRAIN_AUDIENCE), and the URL Cloud Build and Cloud Scheduler call. Empty: the function's deterministic Cloud Run URL, https://<http_function_name>-<project number>.<region>.run.app. Behind a load balancer: its URL, also added to the Cloud Run service's custom audiences."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.http_audience == "" || can(regex("^https://[^/]+$", var.http_audience))
+    error_message = "http_audience must be empty or https://host (no path, no trailing slash)."
+  }
 }
 
 variable "http_function_name" {
@@ -192,7 +208,7 @@ variable "extra_http_invokers" {
 }
 
 variable "pipeline_service_account_extra_roles" {
-  description = "Project roles the pipeline service account needs beyond its buckets, e.g. roles/aiplatform.user when a pipeline step registers a model in Vertex AI Model Registry."
+  description = "Project roles the pipeline service account needs beyond its buckets and Vertex AI User, e.g. roles/bigquery.dataViewer when a pipeline step reads BigQuery."
   type        = list(string)
   default     = []
 }

@@ -48,15 +48,17 @@ resource "google_cloud_scheduler_job" "flush" {
     retry_count = 0
   }
 
+  # Cloud Scheduler puts its OIDC token in Authorization, and nowhere else: Cloud Run checks it
+  # and removes its signature, so the function accepts it on /flush only (see auth.py).
   http_target {
     http_method = "POST"
-    uri         = "${google_cloudfunctions2_function.http.service_config[0].uri}/flush"
+    uri         = "${local.http_audience}/flush"
     headers     = { "Content-Type" = "application/json" }
     body        = base64encode("{}")
 
     oidc_token {
       service_account_email = google_service_account.scheduler[0].email
-      audience              = google_cloudfunctions2_function.http.service_config[0].uri
+      audience              = local.http_audience
     }
   }
 
@@ -66,20 +68,41 @@ resource "google_cloud_scheduler_job" "flush" {
   ]
 }
 
-# Decision history: Firestore deletes a recorded decision once its expire_at has passed
-# (history.ttl_days). The entry itself is JSON text that no query filters on: not indexed.
-resource "google_firestore_field" "decision_ttl" {
-  count = var.enable_windows ? 1 : 0
+# Time to live: Firestore deletes a document once its expire_at (a Timestamp) has passed, on every
+# collection that grows with the events (store/firestore.py): windows, their items, and recorded
+# decisions (history.ttl_days). The other collections hold one document per route.
+# https://cloud.google.com/firestore/docs/ttl
+locals {
+  firestore_ttl_collections = toset(["retrain_windows", "retrain_window_items", "retrain_decisions"])
+}
+
+resource "google_firestore_field" "expire_at" {
+  for_each = var.enable_windows ? local.firestore_ttl_collections : toset([])
 
   project    = var.project_id
   database   = google_firestore_database.windows[0].name
-  collection = "retrain_decisions"
+  collection = each.value
   field      = "expire_at"
 
   ttl_config {}
-  index_config {}
+
+  # An index_config block replaces the field's inherited indexes, and an empty one drops them all
+  # (google_firestore_field docs). purge_expired (store/firestore.py) filters expire_at <= now,
+  # a range that needs the ascending collection-scope index: keep exactly that one.
+  index_config {
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION"
+    }
+  }
 }
 
+moved {
+  from = google_firestore_field.decision_ttl[0]
+  to   = google_firestore_field.expire_at["retrain_decisions"]
+}
+
+# The decision entry is JSON text that no query filters on: not indexed.
 resource "google_firestore_field" "decision_entry" {
   count = var.enable_windows ? 1 : 0
 

@@ -133,7 +133,7 @@ def test_the_functions_get_the_environment_terraform_gives_them(build: dict[str,
     for block in parsed["locals"]:
         terraform_env |= {k.strip('"') for k in block.get("function_env", {})}
     for step_id, extra in (
-        ("deploy-http", {"RETRAIN_AUTH", "RETRAIN_ALLOWED_INVOKERS"}),
+        ("deploy-http", {"RETRAIN_AUTH", "RETRAIN_AUDIENCE", "RETRAIN_ALLOWED_INVOKERS"}),
         ("deploy-event", set()),
     ):
         script = _script(_step(build, step_id))
@@ -199,8 +199,11 @@ def test_the_build_fails_unless_a_run_was_submitted_or_already_exists(
 ) -> None:
     step = _step(build, "trigger-run")
     script = _script(step)
+    assert 'url="${_HTTP_AUDIENCE}"' in script
     assert 'gcloud auth print-identity-token --audiences="$$url"' in script
-    assert '"Authorization: Bearer $$token"' in script
+    # Cloud Run checks (and strips) X-Serverless-Authorization and passes Authorization on signed.
+    assert '-H "X-Serverless-Authorization: Bearer $$token"' in script
+    assert '-H "Authorization: Bearer $$token"' in script
     assert 'decision not in ("submitted", "duplicate")' in script
     for field in ("kind", "commit_sha", "image_uri", "build_id", "branch", "template"):
         assert f'"{field}":' in script
@@ -256,3 +259,32 @@ def test_the_decision_check_behaves(build: dict[str, Any], tmp_path: Path) -> No
             [sys.executable, "-", "200"], input=check, capture_output=True, text=True, check=False
         )
         assert result.returncode == code, (answer, result.stderr)
+
+
+def _function_labels_set_by_cloud_build(build: dict[str, Any]) -> set[str]:
+    keys: set[str] = set()
+    for step_id in ("deploy-http", "deploy-event"):
+        match = re.search(r'--update-labels "([^"]+)"', _script(_step(build, step_id)))
+        assert match, step_id
+        keys |= {pair.split("=", 1)[0] for pair in match.group(1).split(",")}
+    return keys
+
+
+def test_terraform_never_sets_the_labels_cloud_build_sets(build: dict[str, Any]) -> None:
+    """The functions' labels are non-authoritative in the google provider (it manages only the
+    keys in its configuration), so labels that Cloud Build adds survive terraform apply as long
+    as Terraform sets none of those keys: a shared key would flip on every apply and deploy."""
+    keys = _function_labels_set_by_cloud_build(build)
+    assert keys == {"deployed-by", "commit"}
+    with open(REPO / "deploy" / "terraform" / "main.tf", encoding="utf-8") as fh:
+        main = hcl2.load(fh)
+    labels_expr = next(b["labels"] for b in main["locals"] if "labels" in b)
+    literal = labels_expr.split("merge({", 1)[1].split("}", 1)[0]
+    terraform_keys = set(re.findall(r"([A-Za-z][\w-]*)\s*=", literal))
+    assert terraform_keys == {"app", "managed-by"}
+    assert not keys & terraform_keys
+    with open(REPO / "deploy" / "terraform" / "variables.tf", encoding="utf-8") as fh:
+        variables = {k.strip('"'): v for b in hcl2.load(fh)["variable"] for k, v in b.items()}
+    condition = variables["labels"]["validation"][0]["condition"]
+    for key in keys:
+        assert f'"{key}"' in condition, f"var.labels may set {key}"

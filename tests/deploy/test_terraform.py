@@ -240,12 +240,14 @@ def test_least_privilege(files: dict[str, dict[str, Any]]) -> None:
     acts_as = _one(files, "google_service_account_iam_member", "submitter_acts_as_pipeline")
     assert acts_as["role"] == "roles/iam.serviceAccountUser"
     assert acts_as["service_account_id"] == '${google_service_account.this["pipeline"].name}'
-    # The pipeline account: the data bucket (read) and the artifacts bucket (objects), nothing more.
+    # The pipeline account: Vertex AI User (Google lists it for a pipeline's account), the data
+    # bucket (read) and the artifacts bucket (objects), nothing more.
     pipeline = [
         (rt, b) for rt, _, b in _resources(files) if b.get("member") == "${local.pipeline_member}"
     ]
     assert sorted((rt, b["role"]) for rt, b in pipeline) == [
         ("google_project_iam_member", "${each.value}"),  # pipeline_service_account_extra_roles
+        ("google_project_iam_member", "roles/aiplatform.user"),
         ("google_storage_bucket_iam_member", "roles/storage.objectUser"),
         ("google_storage_bucket_iam_member", "roles/storage.objectViewer"),
     ]

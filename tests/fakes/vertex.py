@@ -14,7 +14,7 @@ the real client can be pointed at it (``http://127.0.0.1:PORT``, anonymous crede
 - ``POST .../pipelineJobs/{id}:cancel`` moves an active job to ``CANCELLING``.
 
 Requests are validated like the real service does (``400 INVALID_ARGUMENT``): the job id must match
-``[a-z0-9][a-z0-9-]{0,127}``, labels follow Google Cloud's label rules, ``pipelineSpec`` is required
+``[a-z][-a-z0-9]{0,127}`` (a letter first), labels follow Google Cloud's label rules, ``pipelineSpec`` is required
 and parameter values must match the spec's ``root.inputDefinitions``. Errors use Google's JSON error
 body ``{"error": {"code", "message", "status"}}``. When the client asks for
 ``$alt=json;enum-encoding=int`` (the GAPIC REST transport always does) enums are answered as numbers.
@@ -141,7 +141,9 @@ _RUNTIME_FIELDS = frozenset(
     ["parameters", "gcsOutputDirectory", "parameterValues", "failurePolicy", "inputArtifacts"]
 )
 
-_JOB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+# Vertex AI's PipelineJob id: a lowercase letter, then up to 127 of a-z, 0-9 and '-'
+# (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.pipelineJobs/create).
+_JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
 _PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 _LABEL_KEY = re.compile(r"^[^\W\d_A-Z][\w-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[\w-]{0,63}$")
@@ -547,7 +549,7 @@ class FakeVertex:
         if not _JOB_ID.match(job_id):
             raise _invalid(
                 f'Invalid PipelineJob ID "{job_id}". The ID must match the regular expression '
-                "[a-z0-9][a-z0-9-]{0,127}."
+                "[a-z][-a-z0-9]{0,127}."
             )
 
         display = job.get("displayName", "")

@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Vertex's rule for PipelineJob ids; the id also names the run's folder.
-_JOB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+# The same ids as Vertex AI accepts: a lowercase letter, then up to 127 of a-z, 0-9 and '-'.
+_JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
 
 DEFAULT_POLL_INTERVAL = 0.25
 DEFAULT_STALE_AFTER = 60.0
@@ -356,7 +357,7 @@ class LocalBackend:
         if not _JOB_ID.match(job_id):
             raise BackendRefused(
                 f"job id {job_id!r} is not valid: 1-128 characters of a-z, 0-9 and -, "
-                "starting with a letter or digit"
+                "starting with a letter"
             )
         if not template.raw:
             raise TemplateError(f"template {template.uri} has no compiled YAML to run")

@@ -83,7 +83,9 @@ MIN_ATTEMPT_SECONDS = 0.05
 # Most jobs asked for in one list page.
 MAX_PAGE_SIZE = 100
 
-_JOB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+# Vertex AI's PipelineJob id: a lowercase letter, then up to 127 of a-z, 0-9 and '-'
+# (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.pipelineJobs/create).
+_JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
 _STATE_PREFIX = "PIPELINE_STATE_"
 
 T = TypeVar("T")
@@ -464,7 +466,7 @@ class VertexBackend:
         what = f"create pipeline job {request.job_id}"
         if not _JOB_ID.match(request.job_id):
             raise BackendRefused(
-                f"job id {request.job_id!r} is not valid for Vertex AI ([a-z0-9][a-z0-9-]{{0,127}})"
+                f"job id {request.job_id!r} is not valid for Vertex AI ([a-z][-a-z0-9]{{0,127}})"
             )
         known = self._remember(f"{parent}/pipelineJobs/{request.job_id}")
         if known:
