@@ -6,9 +6,11 @@ from pathlib import Path
 
 import yaml
 
+from pipeline_specs import DEFAULT_IMAGE
 from pipeline_specs import compile as compile_cli
-from pipeline_specs import mnist_training as mt
+from pipeline_specs.mnist import evaluate, load_data, pipeline, register, train
 
+from ._programs import load_spec, programs, undefined_globals
 from .conftest import COMPILED
 
 EXPECTED_PARAMETERS = {
@@ -37,7 +39,7 @@ def _executors(spec: dict) -> dict:
 
 def test_committed_yaml_matches_source(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh.yaml"
-    mt.compile_pipeline(str(fresh))
+    pipeline.compile_pipeline(str(fresh))
     assert _docs(COMPILED) == _docs(fresh), (
         "pipeline_specs/mnist_training.yaml is stale: run `python -m pipeline_specs.compile`"
     )
@@ -70,7 +72,7 @@ def test_steps_install_nothing_and_use_the_default_image() -> None:
     }
     for name, executor in executors.items():
         container = executor["container"]
-        assert container["image"] == mt.DEFAULT_IMAGE, name
+        assert container["image"] == DEFAULT_IMAGE, name
         command = " ".join(container["command"])
         assert "pip install" not in command, name
         assert "kfp.dsl.executor_main" in command, name
@@ -88,13 +90,37 @@ def test_cli_bakes_in_the_image(tmp_path: Path, capsys) -> None:
     (committed,) = _docs(COMPILED)
     # Only the image differs from the committed spec.
     for executor in _executors(spec).values():
-        executor["container"]["image"] = mt.DEFAULT_IMAGE
+        executor["container"]["image"] = DEFAULT_IMAGE
     assert spec == committed
 
 
 def test_components_wrap_the_plain_functions() -> None:
-    ops = mt.build_components("example.com/image:1")
-    assert ops.load_and_validate.python_func is mt.load_and_validate
-    assert ops.train_model.python_func is mt.train_model
-    assert ops.evaluate_model.python_func is mt.evaluate_model
-    assert ops.gate_and_register.python_func is mt.gate_and_register
+    ops = pipeline.build_components("example.com/image:1")
+    assert ops.load_and_validate.python_func is load_data.load_and_validate
+    assert ops.train_model.python_func is train.train_model
+    assert ops.evaluate_model.python_func is evaluate.evaluate_model
+    assert ops.gate_and_register.python_func is register.gate_and_register
+
+
+def test_every_step_program_defines_what_it_uses() -> None:
+    """Each step's embedded program carries every helper it calls (a missing one is a NameError
+    only when the step runs)."""
+    found = programs(load_spec(COMPILED))
+    assert set(found) == set(_executors(load_spec(COMPILED)))
+    for name, source in found.items():
+        assert undefined_globals(source) == set(), name
+
+
+def test_a_missing_helper_is_caught(tmp_path: Path) -> None:
+    from kfp import compiler, dsl
+
+    component = dsl.component(
+        evaluate.evaluate_model,
+        base_image=DEFAULT_IMAGE,
+        install_kfp_package=False,
+        additional_funcs=[f for f in evaluate.HELPERS if f is not evaluate.score_champion],
+    )
+    out = tmp_path / "one.yaml"
+    compiler.Compiler().compile(component, package_path=str(out))
+    (source,) = programs(load_spec(out)).values()
+    assert undefined_globals(source) == {"score_champion"}
