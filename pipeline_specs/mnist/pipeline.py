@@ -10,8 +10,14 @@ Parameters (defaults in brackets):
 - ``model_type`` ["svc"] or "logistic_regression"; ``c`` [10.0]: inverse regularisation;
   ``gamma`` [0.0]: RBF kernel width for ``svc``, ``<= 0`` meaning sklearn's ``"scale"``;
   ``max_iter`` [1000]: iteration cap for ``logistic_regression``
+- ``outcome_topic`` [""]: Pub/Sub topic ``projects/<p>/topics/<t>`` of the run-outcome and
+  champion reports (:mod:`pipeline_specs.reporting`); empty: the reports are only logged
+- ``job_id`` [""]: the PipelineJob id the trigger chose, carried in every report
 
-Outputs: ``registered`` (bool), ``version`` ("" unless registered), ``reason``, ``accuracy``.
+Results: ``gate-and-register``'s outputs ``registered`` (bool), ``version`` ("" unless
+registered) and ``reason``; ``evaluate-model``'s ``accuracy``. They are task outputs, not pipeline
+outputs: KFP does not let a pipeline return outputs of tasks inside an exit handler, and every
+task here is inside the one that reports the run's outcome (``report-run-outcome``).
 
 Base image and dependencies: every component is built with ``packages_to_install=[]`` and
 ``install_kfp_package=False``, so nothing is installed when a step starts: steps start in
@@ -33,7 +39,7 @@ from typing import NamedTuple
 
 from kfp import compiler, dsl
 
-from pipeline_specs import DEFAULT_IMAGE
+from pipeline_specs import DEFAULT_IMAGE, reporting
 from pipeline_specs.mnist import evaluate, load_data, register, train
 
 PIPELINE_NAME = "mnist-training"
@@ -42,22 +48,16 @@ DEFAULT_OUTPUT = os.path.join(
 )
 
 
-class PipelineOutputs(NamedTuple):
-    registered: bool
-    version: str
-    reason: str
-    accuracy: float
-
-
 class Components(NamedTuple):
     load_and_validate: Callable
     train_model: Callable
     evaluate_model: Callable
     gate_and_register: Callable
+    report_run_outcome: Callable
 
 
 def build_components(base_image: str = DEFAULT_IMAGE) -> Components:
-    """The four components on ``base_image``, each with the helpers it uses; nothing installed."""
+    """The components on ``base_image``, each with the helpers it uses; nothing installed."""
 
     def make(func: Callable, helpers: tuple[Callable, ...]):
         return dsl.component(
@@ -73,6 +73,7 @@ def build_components(base_image: str = DEFAULT_IMAGE) -> Components:
         make(train.train_model, train.HELPERS),
         make(evaluate.evaluate_model, evaluate.HELPERS),
         make(register.gate_and_register, register.HELPERS),
+        reporting.reporter(base_image),
     )
 
 
@@ -99,45 +100,45 @@ def build_pipeline(base_image: str = DEFAULT_IMAGE):
         c: float = 10.0,
         gamma: float = 0.0,
         max_iter: int = 1000,
-    ) -> PipelineOutputs:
-        load = ops.load_and_validate(data_uri=data_uri, test_fraction=test_fraction, seed=seed)
-        trained = ops.train_model(
-            train=load.outputs["train"],
-            model_type=model_type,
-            c=c,
-            gamma=gamma,
-            max_iter=max_iter,
-            seed=seed,
-            commit_sha=commit_sha,
-            image_uri=image_uri,
-            data_uri=data_uri,
-            data_sources=load.outputs["data_sources"],
-        )
-        evaluated = ops.evaluate_model(
-            test=load.outputs["test"],
-            model=trained.outputs["model"],
-            model_registry_uri=model_registry_uri,
-        )
-        gate = ops.gate_and_register(
-            model=trained.outputs["model"],
-            test=load.outputs["test"],
-            model_registry_uri=model_registry_uri,
-            min_accuracy=min_accuracy,
-            accuracy=evaluated.outputs["accuracy"],
-            champion_version=evaluated.outputs["champion_version"],
-            champion_accuracy=evaluated.outputs["champion_accuracy"],
-            champion_status=evaluated.outputs["champion_status"],
-        )
+        outcome_topic: str = "",
+        job_id: str = "",
+    ):
+        # Every task below is watched by the exit task that reports the run's outcome.
+        with reporting.reported_run(outcome_topic, job_id, ops.report_run_outcome):
+            load = ops.load_and_validate(data_uri=data_uri, test_fraction=test_fraction, seed=seed)
+            trained = ops.train_model(
+                train=load.outputs["train"],
+                model_type=model_type,
+                c=c,
+                gamma=gamma,
+                max_iter=max_iter,
+                seed=seed,
+                commit_sha=commit_sha,
+                image_uri=image_uri,
+                data_uri=data_uri,
+                data_sources=load.outputs["data_sources"],
+            )
+            evaluated = ops.evaluate_model(
+                test=load.outputs["test"],
+                model=trained.outputs["model"],
+                model_registry_uri=model_registry_uri,
+            )
+            gate = ops.gate_and_register(
+                model=trained.outputs["model"],
+                test=load.outputs["test"],
+                model_registry_uri=model_registry_uri,
+                min_accuracy=min_accuracy,
+                accuracy=evaluated.outputs["accuracy"],
+                champion_version=evaluated.outputs["champion_version"],
+                champion_accuracy=evaluated.outputs["champion_accuracy"],
+                champion_status=evaluated.outputs["champion_status"],
+                outcome_topic=outcome_topic,
+                job_id=job_id,
+            )
         # Every step reads state that changes under the same inputs (a data prefix, the
         # registry), so no step may be served from the cache.
         for task in (load, trained, evaluated, gate):
             task.set_caching_options(False)
-        return PipelineOutputs(
-            registered=gate.outputs["registered"],
-            version=gate.outputs["version"],
-            reason=gate.outputs["reason"],
-            accuracy=evaluated.outputs["accuracy"],
-        )
 
     return mnist_training
 

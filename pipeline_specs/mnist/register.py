@@ -20,10 +20,11 @@ from typing import NamedTuple
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from pipeline_specs import storage
+from pipeline_specs import reporting, storage
 from pipeline_specs.mnist import _split
 from pipeline_specs.mnist._split import load_split
 from pipeline_specs.mnist.evaluate import score_champion
+from pipeline_specs.reporting import champion_report, publish_report, rfc3339
 from pipeline_specs.storage import join_uri, read_champion, swap_champion, write_bytes
 
 
@@ -36,6 +37,8 @@ def gate_and_register(
     champion_version: str,
     champion_accuracy: float,
     champion_status: str,
+    outcome_topic: str,
+    job_id: str,
     decision: Output[Metrics],
 ) -> NamedTuple("GateOutputs", [("registered", bool), ("version", str), ("reason", str)]):
     """Register the model and make it the champion only if it passes the gate.
@@ -44,7 +47,9 @@ def gate_and_register(
     split. If ``champion.json`` moved since evaluation (or moves while this step writes it), the
     new champion is scored on the same split and the decision is taken again, a bounded number
     of times. Not passing the gate is a normal outcome: ``registered`` is False and ``reason``
-    says why.
+    says why. When this step moves the champion it publishes a champion report to
+    ``outcome_topic`` (see :mod:`pipeline_specs.reporting`; a report that cannot be published is
+    logged and never fails the step).
     """
     import datetime
     import hashlib
@@ -162,6 +167,22 @@ def gate_and_register(
         }
         payload = json.dumps(new_pointer, indent=2, sort_keys=True).encode()
         if swap_champion(model_registry_uri, payload, token):
+            # job: the job's resource name is unknown in a step (kfp.local cannot resolve
+            # dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER); reports are matched by job_id.
+            report = champion_report(
+                job_id=job_id,
+                job="",
+                model_uri=join_uri(model_registry_uri, version) + "/",
+                version=version,
+                metric_name="accuracy",
+                metric_value=accuracy,
+                previous_version=current,
+                previous_value=current_accuracy if current else None,
+                commit_sha=str(model_metadata.get("commit_sha", "")),
+                image_uri=str(model_metadata.get("image_uri", "")),
+                registered_at=rfc3339(now),
+            )
+            publish_report(outcome_topic, report, "champion")
             against = (
                 f"not below champion {current}'s {current_accuracy:.4f}"
                 if current
@@ -182,4 +203,9 @@ def gate_and_register(
     )
 
 
-HELPERS: tuple[Callable, ...] = (*storage.HELPERS, *_split.HELPERS, score_champion)
+HELPERS: tuple[Callable, ...] = (
+    *storage.HELPERS,
+    *_split.HELPERS,
+    score_champion,
+    *reporting.CHAMPION_HELPERS,
+)

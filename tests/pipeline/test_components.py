@@ -314,6 +314,8 @@ def gate(trained: dict, registry: Path, min_accuracy: float = 0.9, accuracy=None
         evaluation.champion_version,
         evaluation.champion_accuracy,
         evaluation.champion_status,
+        "",
+        "mnist-data-test-0123456789abcdef",
         decision,
     )
     return out, decision
@@ -334,9 +336,26 @@ def champion(registry: Path) -> dict:
     return json.loads((registry / "champion.json").read_text())
 
 
-def test_gate_registers_first_model(trained: dict, tmp_path: Path) -> None:
+def champion_reports(out: str) -> list[dict]:
+    """The champion reports a step logged (with no outcome_topic they are logged, not sent)."""
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [line["report"] for line in lines if "champion report" in line.get("message", "")]
+
+
+def test_gate_registers_first_model(
+    trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], schema_validator
+) -> None:
     registry = tmp_path / "registry"
     out, decision = gate(trained, registry)
+    (report,) = champion_reports(capsys.readouterr().out)
+    schema_validator("champion").validate(report)
+    assert report["version"] == out.version
+    assert report["job_id"] == "mnist-data-test-0123456789abcdef"
+    assert report["model_uri"] == str(registry / out.version) + "/"
+    assert report["metric"] == {"name": "accuracy", "value": trained["evaluation"].accuracy}
+    assert report["previous"] is None
+    assert report["commit_sha"] == "abc123"
+    assert report["image_uri"] == "img@sha256:1"
     assert out.registered is True
     assert VERSION.match(out.version)
     assert out.reason.startswith(f"registered {out.version} as champion")
@@ -369,11 +388,18 @@ def test_gate_registers_first_model(trained: dict, tmp_path: Path) -> None:
     assert decision.metadata["registered"] == 0
     assert champion(registry) == pointer
     assert sorted(p.name for p in registry.iterdir() if p.is_dir()) == [out.version]
+    assert champion_reports(capsys.readouterr().out) == []  # the champion did not move
 
     # An equally good one does ("not worse than the champion").
     equal, _ = gate(trained, registry, evaluation=evaluation)
     assert equal.registered is True
     assert champion(registry)["previous_version"] == out.version
+    (report,) = champion_reports(capsys.readouterr().out)
+    schema_validator("champion").validate(report)
+    assert report["previous"] == {
+        "version": out.version,
+        "metric": {"name": "accuracy", "value": evaluation.champion_accuracy},
+    }
 
 
 def test_gate_below_min_accuracy_writes_nothing(trained: dict, tmp_path: Path) -> None:
@@ -409,7 +435,10 @@ def _install_champion(registry: Path, version: str, estimator_path: Path) -> Non
 
 
 def test_gate_rereads_a_champion_that_moved_and_keeps_a_better_one(
-    trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     registry = tmp_path / "registry"
     real_swap = register.swap_champion
@@ -429,6 +458,7 @@ def test_gate_rereads_a_champion_that_moved_and_keeps_a_better_one(
     assert "stays in the registry but is not champion" in out.reason
     assert champion(registry) == {"version": "other"}
     assert decision.metadata["attempts"] == 2
+    assert champion_reports(capsys.readouterr().out) == []  # another run moved it, not this one
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
