@@ -106,6 +106,7 @@ def test_champion_report_first_and_next(schema_validator) -> None:
         "2026-12-02T10:11:12.123Z",
     )
     assert first["previous"] is None
+    assert first["kind"] == reporting.CHAMPION_KIND
     validator.validate(first)
     second = reporting.champion_report(
         "mnist-data-x-2",
@@ -227,7 +228,7 @@ def test_a_succeeding_run_reports_succeeded(
     outputs = run_compiled(tiny_spec, tmp_path, outcome_topic=outcome_topic.path, job_id=job_id)
     assert outputs == {"Output": "done"}
     (message,) = outcome_topic.messages()
-    assert message.attributes == {"retrain-message": "run-outcome"}
+    assert message.attributes == {reporting.MESSAGE_ATTRIBUTE: "run-outcome"}
     report = message.data
     schema_validator("run-outcome").validate(report)
     assert report["state"] == "SUCCEEDED"
