@@ -193,7 +193,7 @@ def test_an_unreachable_pubsub_gives_up_after_the_deadline(
             "projects/p/topics/outcomes", {"job_id": "a-1"}, "run-outcome", deadline=1.0
         )
     assert published is False
-    assert "run-outcome report not published (RetryError" in capsys.readouterr().out
+    assert "run-outcome report not published (" in capsys.readouterr().out
 
 
 def test_the_reporter_program_is_complete(tiny_spec: Path) -> None:
