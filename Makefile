@@ -55,8 +55,9 @@ bench: $(BIN)/.installed ## run the benchmarks (prints a table, writes bench/res
 package: $(BIN)/.installed ## build dist/function_http-<hash>.zip and dist/function_gcs-<hash>.zip
 	$(BIN)/retrain-trigger package
 
-compile: $(BIN)/.installed ## recompile pipeline_specs/mnist_training.yaml
+compile: $(BIN)/.installed ## recompile pipeline_specs/mnist_training.yaml and examples/churn/churn_training.yaml
 	$(BIN)/python -m pipeline_specs.compile
+	$(BIN)/python -m examples.churn.compile
 
 clean: ## remove build output and local state
 	rm -rf dist .local .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,9 @@ import pytest
 import sklearn
 from kfp.dsl import ClassificationMetrics, Dataset, Metrics, Model
 
-from pipeline_specs import mnist_training as mt
+from pipeline_specs import storage
+from pipeline_specs.mnist import _split, evaluate, load_data, register
+from pipeline_specs.mnist import train as train_step
 
 HEADER_64 = ["label", *(f"p{i}" for i in range(64))]
 VERSION = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
@@ -37,22 +39,22 @@ def good_row(label: int = 3, width: int = 64, value: int = 5) -> list:
 
 def test_parse_shard_with_and_without_header() -> None:
     rows = [good_row(1), good_row(2, value=16)]
-    with_header = mt._parse_shard("a.csv", csv_bytes(rows))
-    without = mt._parse_shard("b.csv", csv_bytes(rows, header=None))
+    with_header = load_data.parse_shard("a.csv", csv_bytes(rows))
+    without = load_data.parse_shard("b.csv", csv_bytes(rows, header=None))
     assert with_header.shape == (2, 65)
     assert (with_header == without).all()
     assert with_header[:, 0].tolist() == [1, 2]
 
 
 def test_parse_shard_empty_files() -> None:
-    assert mt._parse_shard("e.csv", b"").shape == (0, 0)
-    assert mt._parse_shard("e.csv", b"\n \n").shape == (0, 0)
-    assert mt._parse_shard("h.csv", csv_bytes([])).shape == (0, 65)
+    assert load_data.parse_shard("e.csv", b"").shape == (0, 0)
+    assert load_data.parse_shard("e.csv", b"\n \n").shape == (0, 0)
+    assert load_data.parse_shard("h.csv", csv_bytes([])).shape == (0, 65)
 
 
 def test_parse_shard_accepts_28x28_images() -> None:
     header = ["label", *(f"pixel{i}" for i in range(784))]
-    values = mt._parse_shard("m.csv", csv_bytes([good_row(9, 784, 255)], header=header))
+    values = load_data.parse_shard("m.csv", csv_bytes([good_row(9, 784, 255)], header=header))
     assert values.shape == (1, 785)
 
 
@@ -84,29 +86,29 @@ def test_parse_shard_accepts_28x28_images() -> None:
 )
 def test_parse_shard_names_the_problem(content: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
-        mt._parse_shard("s.csv", content)
+        load_data.parse_shard("s.csv", content)
 
 
 def test_parse_shard_28x28_range_is_0_to_255() -> None:
     header = ["label", *(f"p{i}" for i in range(784))]
     with pytest.raises(ValueError, match=r"pixel value 256 is outside 0\.\.255"):
-        mt._parse_shard("m.csv", csv_bytes([good_row(9, 784, 256)], header=header))
+        load_data.parse_shard("m.csv", csv_bytes([good_row(9, 784, 256)], header=header))
 
 
 def test_list_data_objects_local(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     for name in ("b/2.csv", "1.csv", "notes.txt", "b/_SUCCESS"):
         (tmp_path / name).write_text("label\n")
-    assert mt._list_data_objects(str(tmp_path)) == [
+    assert load_data.list_data_objects(str(tmp_path)) == [
         (str(tmp_path / "1.csv"), ""),
         (str(tmp_path / "b" / "2.csv"), ""),
     ]
-    assert mt._list_data_objects(str(tmp_path / "1.csv")) == [(str(tmp_path / "1.csv"), "")]
+    assert load_data.list_data_objects(str(tmp_path / "1.csv")) == [(str(tmp_path / "1.csv"), "")]
     with pytest.raises(ValueError, match="does not exist"):
-        mt._list_data_objects(str(tmp_path / "missing"))
+        load_data.list_data_objects(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"no CSV shards \(\*\.csv\) found under"):
-        mt._list_data_objects(str(tmp_path / "empty"))
+        load_data.list_data_objects(str(tmp_path / "empty"))
 
 
 def test_list_data_objects_manifest(tmp_path: Path) -> None:
@@ -123,20 +125,20 @@ def test_list_data_objects_manifest(tmp_path: Path) -> None:
             }
         )
     )
-    assert mt._list_data_objects(str(manifest)) == [
+    assert load_data.list_data_objects(str(manifest)) == [
         ("gs://b/x.csv", "17"),
         ("gs://b/y.csv", "18"),
         ("/data/z.csv", ""),
     ]
     manifest.write_text("{not json")
     with pytest.raises(ValueError, match="is not valid JSON"):
-        mt._list_data_objects(str(manifest))
+        load_data.list_data_objects(str(manifest))
     manifest.write_text('{"files": []}')
     with pytest.raises(ValueError, match="'objects' list"):
-        mt._list_data_objects(str(manifest))
+        load_data.list_data_objects(str(manifest))
     manifest.write_text('{"objects": [{"generation": "1"}]}')
     with pytest.raises(ValueError, match=r"objects\[0\] has no 'uri'"):
-        mt._list_data_objects(str(manifest))
+        load_data.list_data_objects(str(manifest))
 
 
 # --- load_and_validate ------------------------------------------------------------------------
@@ -147,15 +149,15 @@ def _load(tmp_path: Path, data_uri: str, test_fraction: float = 0.2, seed: int =
     tmp_path.mkdir(parents=True, exist_ok=True)
     train, test = art(Dataset, tmp_path, "train"), art(Dataset, tmp_path, "test")
     stats = art(Metrics, tmp_path, "stats")
-    out = mt.load_and_validate(data_uri, test_fraction, seed, train, test, stats)
+    out = load_data.load_and_validate(data_uri, test_fraction, seed, train, test, stats)
     return out, train, test, stats
 
 
 def test_load_and_validate_digits(digits_dir: Path, tmp_path: Path) -> None:
     out, train, test, stats = _load(tmp_path, str(digits_dir), 0.2, 42)
     assert (out.rows, out.features) == (1797, 64)
-    x_train, y_train, pixel_max = mt._load_split(train.path)
-    x_test, y_test, _ = mt._load_split(test.path)
+    x_train, y_train, pixel_max = _split.load_split(train.path)
+    x_test, y_test, _ = _split.load_split(test.path)
     assert pixel_max == 16
     assert (len(y_train), len(y_test)) == (1437, 360)
     assert x_train.shape[1] == x_test.shape[1] == 64
@@ -170,7 +172,7 @@ def test_load_and_validate_digits(digits_dir: Path, tmp_path: Path) -> None:
     assert stats.metadata["sources"] == sources
     # The same seed gives the same split.
     again = _load(tmp_path / "again", str(digits_dir), 0.2, 42)[2]
-    assert (mt._load_split(again.path)[1] == y_test).all()
+    assert (_split.load_split(again.path)[1] == y_test).all()
 
 
 def test_load_rejects_mixed_widths(tmp_path: Path) -> None:
@@ -219,9 +221,11 @@ def test_load_names_the_broken_file(tmp_path: Path) -> None:
 def trained(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("trained")
     train, test = art(Dataset, folder, "train"), art(Dataset, folder, "test")
-    out = mt.load_and_validate(str(digits_dir), 0.2, 42, train, test, art(Metrics, folder, "s"))
+    out = load_data.load_and_validate(
+        str(digits_dir), 0.2, 42, train, test, art(Metrics, folder, "s")
+    )
     model = art(Model, folder, "model")
-    mt.train_model(
+    train_step.train_model(
         train,
         "svc",
         10.0,
@@ -236,7 +240,9 @@ def trained(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     metrics = art(Metrics, folder, "metrics")
     confusion = art(ClassificationMetrics, folder, "confusion")
-    evaluation = mt.evaluate_model(test, model, str(folder / "no-registry"), metrics, confusion)
+    evaluation = evaluate.evaluate_model(
+        test, model, str(folder / "no-registry"), metrics, confusion
+    )
     return {
         "folder": folder,
         "test": test,
@@ -271,14 +277,14 @@ def test_train_writes_model_and_metadata(trained: dict) -> None:
 
 def test_train_logistic_regression_and_unknown_type(trained: dict, tmp_path: Path) -> None:
     model = art(Model, tmp_path, "model")
-    mt.train_model(
+    train_step.train_model(
         trained["train"], "logistic_regression", 1.0, 0.0, 200, 0, "", "", "d", "", model
     )
     estimator = joblib.load(Path(model.path) / "model.joblib")
-    x, y, _ = mt._load_split(trained["test"].path)
+    x, y, _ = _split.load_split(trained["test"].path)
     assert np.mean(estimator.predict(x) == y) > 0.9
     with pytest.raises(ValueError, match="unknown model_type 'forest'"):
-        mt.train_model(trained["train"], "forest", 1.0, 0.0, 1, 0, "", "", "d", "", model)
+        train_step.train_model(trained["train"], "forest", 1.0, 0.0, 1, 0, "", "", "d", "", model)
 
 
 def test_evaluate_metrics_and_confusion(trained: dict) -> None:
@@ -299,7 +305,7 @@ def test_evaluate_metrics_and_confusion(trained: dict) -> None:
 def gate(trained: dict, registry: Path, min_accuracy: float = 0.9, accuracy=None, evaluation=None):
     evaluation = evaluation or trained["evaluation"]
     decision = art(Metrics, registry.parent, f"decision-{registry.name}")
-    out = mt.gate_and_register(
+    out = register.gate_and_register(
         trained["model"],
         trained["test"],
         str(registry),
@@ -308,14 +314,16 @@ def gate(trained: dict, registry: Path, min_accuracy: float = 0.9, accuracy=None
         evaluation.champion_version,
         evaluation.champion_accuracy,
         evaluation.champion_status,
+        "",
+        "mnist-data-test-0123456789abcdef",
         decision,
     )
     return out, decision
 
 
-def evaluate(trained: dict, registry: Path):
+def evaluate_against(trained: dict, registry: Path):
     folder = registry.parent
-    return mt.evaluate_model(
+    return evaluate.evaluate_model(
         trained["test"],
         trained["model"],
         str(registry),
@@ -328,9 +336,26 @@ def champion(registry: Path) -> dict:
     return json.loads((registry / "champion.json").read_text())
 
 
-def test_gate_registers_first_model(trained: dict, tmp_path: Path) -> None:
+def champion_reports(out: str) -> list[dict]:
+    """The champion reports a step logged (with no outcome_topic they are logged, not sent)."""
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [line["report"] for line in lines if "champion report" in line.get("message", "")]
+
+
+def test_gate_registers_first_model(
+    trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], schema_validator
+) -> None:
     registry = tmp_path / "registry"
     out, decision = gate(trained, registry)
+    (report,) = champion_reports(capsys.readouterr().out)
+    schema_validator("champion").validate(report)
+    assert report["version"] == out.version
+    assert report["job_id"] == "mnist-data-test-0123456789abcdef"
+    assert report["model_uri"] == str(registry / out.version) + "/"
+    assert report["metric"] == {"name": "accuracy", "value": trained["evaluation"].accuracy}
+    assert report["previous"] is None
+    assert report["commit_sha"] == "abc123"
+    assert report["image_uri"] == "img@sha256:1"
     assert out.registered is True
     assert VERSION.match(out.version)
     assert out.reason.startswith(f"registered {out.version} as champion")
@@ -350,7 +375,7 @@ def test_gate_registers_first_model(trained: dict, tmp_path: Path) -> None:
     assert decision.metadata["reason"] == out.reason
 
     # Evaluation now finds and scores the champion on the same split.
-    evaluation = evaluate(trained, registry)
+    evaluation = evaluate_against(trained, registry)
     assert evaluation.champion_version == out.version
     assert evaluation.champion_status == "scored"
     assert evaluation.champion_accuracy == evaluation.accuracy
@@ -363,11 +388,18 @@ def test_gate_registers_first_model(trained: dict, tmp_path: Path) -> None:
     assert decision.metadata["registered"] == 0
     assert champion(registry) == pointer
     assert sorted(p.name for p in registry.iterdir() if p.is_dir()) == [out.version]
+    assert champion_reports(capsys.readouterr().out) == []  # the champion did not move
 
     # An equally good one does ("not worse than the champion").
     equal, _ = gate(trained, registry, evaluation=evaluation)
     assert equal.registered is True
     assert champion(registry)["previous_version"] == out.version
+    (report,) = champion_reports(capsys.readouterr().out)
+    schema_validator("champion").validate(report)
+    assert report["previous"] == {
+        "version": out.version,
+        "metric": {"name": "accuracy", "value": evaluation.champion_accuracy},
+    }
 
 
 def test_gate_below_min_accuracy_writes_nothing(trained: dict, tmp_path: Path) -> None:
@@ -383,7 +415,7 @@ def test_gate_leaves_an_unscorable_champion_alone(trained: dict, tmp_path: Path)
     registry = tmp_path / "registry"
     registry.mkdir()
     (registry / "champion.json").write_text("{broken")
-    evaluation = evaluate(trained, registry)
+    evaluation = evaluate_against(trained, registry)
     assert evaluation.champion_status.startswith("unscorable: ")
     out, _ = gate(trained, registry, evaluation=evaluation)
     assert out.registered is False
@@ -391,7 +423,7 @@ def test_gate_leaves_an_unscorable_champion_alone(trained: dict, tmp_path: Path)
     assert (registry / "champion.json").read_text() == "{broken"
 
     (registry / "champion.json").write_text('{"version": "v1"}')
-    out, _ = gate(trained, registry, evaluation=evaluate(trained, registry))
+    out, _ = gate(trained, registry, evaluation=evaluate_against(trained, registry))
     assert out.registered is False
     assert "champion v1: model file missing" in out.reason
 
@@ -403,10 +435,13 @@ def _install_champion(registry: Path, version: str, estimator_path: Path) -> Non
 
 
 def test_gate_rereads_a_champion_that_moved_and_keeps_a_better_one(
-    trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     registry = tmp_path / "registry"
-    real_swap = mt._swap_champion
+    real_swap = register.swap_champion
     calls = []
 
     def racing_swap(registry_uri, data, token):
@@ -415,7 +450,7 @@ def test_gate_rereads_a_champion_that_moved_and_keeps_a_better_one(
             _install_champion(registry, "other", Path(trained["model"].path) / "model.joblib")
         return real_swap(registry_uri, data, token)
 
-    monkeypatch.setattr(mt, "_swap_champion", racing_swap)
+    monkeypatch.setattr(register, "swap_champion", racing_swap)
     out, decision = gate(trained, registry, accuracy=0.95)
     assert len(calls) == 1
     assert out.registered is False
@@ -423,6 +458,7 @@ def test_gate_rereads_a_champion_that_moved_and_keeps_a_better_one(
     assert "stays in the registry but is not champion" in out.reason
     assert champion(registry) == {"version": "other"}
     assert decision.metadata["attempts"] == 2
+    assert champion_reports(capsys.readouterr().out) == []  # another run moved it, not this one
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -432,10 +468,10 @@ def test_gate_rereads_a_champion_that_moved_and_beats_a_worse_one(
     from sklearn.linear_model import LogisticRegression
 
     registry = tmp_path / "registry"
-    x, y, _ = mt._load_split(trained["train"].path)
+    x, y, _ = _split.load_split(trained["train"].path)
     weak_path = tmp_path / "weak.joblib"
     joblib.dump(LogisticRegression(max_iter=1).fit(x[:40], y[:40]), weak_path)
-    real_swap = mt._swap_champion
+    real_swap = register.swap_champion
     calls = []
 
     def racing_swap(registry_uri, data, token):
@@ -444,7 +480,7 @@ def test_gate_rereads_a_champion_that_moved_and_beats_a_worse_one(
             _install_champion(registry, "weak", weak_path)
         return real_swap(registry_uri, data, token)
 
-    monkeypatch.setattr(mt, "_swap_champion", racing_swap)
+    monkeypatch.setattr(register, "swap_champion", racing_swap)
     out, decision = gate(trained, registry)
     assert len(calls) == 2
     assert out.registered is True
@@ -457,12 +493,14 @@ def test_gate_rereads_a_champion_that_moved_and_beats_a_worse_one(
 
 def test_local_swap_is_compare_and_swap(tmp_path: Path) -> None:
     registry = str(tmp_path / "registry")
-    assert mt._read_champion(registry) == (None, None)
-    assert mt._swap_champion(registry, b'{"version": "a"}', None) is True
-    assert mt._swap_champion(registry, b'{"version": "b"}', None) is False  # not absent any more
-    pointer, token = mt._read_champion(registry)
+    assert storage.read_champion(registry) == (None, None)
+    assert storage.swap_champion(registry, b'{"version": "a"}', None) is True
+    assert (
+        storage.swap_champion(registry, b'{"version": "b"}', None) is False
+    )  # not absent any more
+    pointer, token = storage.read_champion(registry)
     assert pointer == {"version": "a"}
-    assert mt._swap_champion(registry, b'{"version": "c"}', b"stale") is False
-    assert mt._swap_champion(registry, b'{"version": "c"}', token) is True
-    assert mt._read_champion(registry)[0] == {"version": "c"}
+    assert storage.swap_champion(registry, b'{"version": "c"}', b"stale") is False
+    assert storage.swap_champion(registry, b'{"version": "c"}', token) is True
+    assert storage.read_champion(registry)[0] == {"version": "c"}
     assert not [p for p in (tmp_path / "registry").iterdir() if p.name.startswith(".tmp-")]

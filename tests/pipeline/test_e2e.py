@@ -115,3 +115,62 @@ def test_reads_a_gcs_manifest_and_registers_to_gcs(run_pipeline, gcs_bucket) -> 
     )
     assert again["registered"] is False
     assert json.loads(gcs_bucket.blob("models/champion.json").download_as_bytes()) == pointer
+
+
+@pytest.mark.emulator
+def test_reports_every_run_and_each_champion_move(
+    run_pipeline, digits_dir: Path, tmp_path: Path, outcome_topic, schema_validator
+) -> None:
+    registry = tmp_path / "registry"
+    first = run_pipeline(
+        data_uri=str(digits_dir),
+        model_registry_uri=str(registry),
+        commit_sha="0123abcd",
+        image_uri="trainer@sha256:feed",
+        outcome_topic=outcome_topic.path,
+        job_id="mnist-data-window-first-0123456789abcdef",
+    )
+    assert first["registered"] is True
+    strict = run_pipeline(
+        data_uri=str(digits_dir),
+        model_registry_uri=str(registry),
+        min_accuracy=0.999,
+        outcome_topic=outcome_topic.path,
+        job_id="mnist-data-window-strict-0123456789abcdef",
+    )
+    assert strict["registered"] is False
+    data = tmp_path / "broken"
+    write_shards(str(data), 2, broken=True)
+    with pytest.raises(RuntimeError, match="load-and-validate"):
+        run_pipeline(
+            data_uri=str(data),
+            model_registry_uri=str(registry),
+            outcome_topic=outcome_topic.path,
+            job_id="mnist-data-window-broken-0123456789abcdef",
+        )
+
+    messages = outcome_topic.messages()
+    outcomes = {
+        m.data["job_id"]: m.data
+        for m in messages
+        if m.attributes == {"retrain-message": "run-outcome"}
+    }
+    champions = [m.data for m in messages if m.attributes == {"retrain-message": "champion"}]
+    assert len(messages) == 4
+    for report in outcomes.values():
+        schema_validator("run-outcome").validate(report)
+    assert {job: r["state"] for job, r in outcomes.items()} == {
+        "mnist-data-window-first-0123456789abcdef": "SUCCEEDED",
+        "mnist-data-window-strict-0123456789abcdef": "SUCCEEDED",
+        "mnist-data-window-broken-0123456789abcdef": "FAILED",
+    }
+    assert outcomes["mnist-data-window-broken-0123456789abcdef"]["error"]["code"] == 1
+    # Only the run that moved the champion reported one.
+    (champion,) = champions
+    schema_validator("champion").validate(champion)
+    assert champion["job_id"] == "mnist-data-window-first-0123456789abcdef"
+    assert champion["version"] == first["version"]
+    assert champion["model_uri"] == f"{registry / first['version']}/"
+    assert champion["metric"] == {"name": "accuracy", "value": first["accuracy"]}
+    assert champion["previous"] is None
+    assert (champion["commit_sha"], champion["image_uri"]) == ("0123abcd", "trainer@sha256:feed")
