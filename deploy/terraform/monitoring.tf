@@ -18,6 +18,8 @@
 #   https://cloud.google.com/logging/docs/logs-based-metrics/distribution-metrics;
 #   the resource: https://registry.terraform.io/providers/hashicorp/google/latest/docs/resources/logging_metric)
 # Alert policies: https://cloud.google.com/monitoring/alerts/types-of-conditions
+#   (documentation variables such as ${log.extracted_label.KEY}:
+#   https://cloud.google.com/monitoring/alerts/doc-variables)
 #   (https://registry.terraform.io/providers/hashicorp/google/latest/docs/resources/monitoring_alert_policy)
 # Dashboards: https://cloud.google.com/monitoring/api/ref_v3/rest/v1/projects.dashboards
 #   (https://registry.terraform.io/providers/hashicorp/google/latest/docs/resources/monitoring_dashboard)
@@ -486,8 +488,8 @@ resource "google_monitoring_alert_policy" "no_success" {
       A route made decisions within ${var.alert_route_activity_days} days but has had no SUCCEEDED
       run for ${var.alert_no_success_days} days: its model is getting stale. Check whether runs
       fail (the failed-run alert, `retrain-trigger runs`), whether data stopped arriving or is
-      skipped (`retrain-trigger decisions --since 7d`), or whether the route is paused. Runbook:
-      ${local.runbook}.
+      skipped (`retrain-trigger decisions --since 7d`), or whether the route is paused.
+      Runbook: ${local.runbook}.
     EOT
   }
 
