@@ -658,3 +658,104 @@ def test_a_public_service_is_still_closed_to_forged_tokens(stack: Stack) -> None
         assert stack.vertex.jobs == {}
     finally:
         public.stop()
+
+
+# --- run outcomes: the outcome topic's push subscription, as outcomes.tf configures it ------------
+
+PROBE = """\
+import json
+import os
+
+import functions_framework
+
+
+@functions_framework.cloud_event
+def probe(event):
+    with open(os.environ["PROBE_OUT"], "a", encoding="utf-8") as out:
+        out.write(json.dumps({"source": event["source"], "type": event["type"]}) + "\\n")
+"""
+
+
+def _outcome_push_body() -> bytes:
+    """A run-outcome message as the outcome topic's push subscription posts it."""
+    message = {
+        "attributes": {"kind": "run-outcome"},
+        "data": base64.b64encode(
+            json.dumps({"job_id": "mnist-x", "state": "FAILED"}).encode()
+        ).decode(),
+        "messageId": "41",
+        "publishTime": "2026-11-27T10:00:01.000Z",
+    }
+    body = {"message": message, "subscription": f"projects/{PROJECT}/subscriptions/outcomes-push"}
+    return json.dumps(body).encode()
+
+
+def test_run_outcomes_reach_the_event_function_naming_the_outcome_topic(tmp_path: Path) -> None:
+    """The push endpoint's path makes functions-framework name the topic in the CloudEvent's
+    source, and that source is exactly the RETRAIN_OUTCOME_TOPIC the event function is given
+    (a topic's id is projects/<project>/topics/<name>:
+    https://registry.terraform.io/providers/hashicorp/google/latest/docs/resources/pubsub_topic).
+    The token's audience is the service URL, as outcomes.tf pins it: Pub/Sub's default, the whole
+    endpoint, is not an audience Cloud Run accepts."""
+    from tests.deploy.terraform_values import Module
+
+    terraform = Module(
+        REPO / "deploy" / "terraform",
+        {"project_id": PROJECT, "function_http_zip": "h.zip", "function_gcs_zip": "g.zip"},
+    )
+    topic_name = terraform.local("outcome_topic_name")
+    outcome_topic = f"projects/{PROJECT}/topics/{topic_name}"
+    uri = "${google_cloudfunctions2_function.event.service_config[0].uri}"
+    endpoint = terraform.value(
+        terraform.raw_locals["outcome_push_endpoint"].replace(uri, EVENT_URL)
+    )
+    assert endpoint == f"{EVENT_URL}/projects/{PROJECT}/topics/retrain-run-outcomes"
+    oidc = terraform.resource("google_pubsub_subscription", "outcomes_push")["push_config"][0][
+        "oidc_token"
+    ][0]
+    assert oidc["audience"] == uri
+
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "main.py").write_text(PROBE)
+    out = tmp_path / "events.jsonl"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "PROBE_OUT": str(out),
+    }
+    key = Key("kid-google-outcomes")
+    with _function(
+        "probe", tmp_path / "probe" / "main.py", env, tmp_path / "probe.log"
+    ) as upstream:
+        front = FakeCloudRun(
+            upstream,
+            service_urls=[EVENT_URL],
+            invokers=[f"serviceAccount:{PUSH_SA}"],
+            certs={key.kid: key.cert_pem},
+        ).start()
+        try:
+
+            def push(path: str, audience: str) -> int:
+                token = mint(key, now=time.time(), aud=audience, email=PUSH_SA)
+                status, _, _ = front.request(
+                    "POST",
+                    EVENT_URL + path,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                    },
+                    body=_outcome_push_body(),
+                )
+                return status
+
+            path = endpoint.removeprefix(EVENT_URL)
+            assert push(path, EVENT_URL) == 200
+            assert push(path, endpoint) == 401  # Pub/Sub's default audience: refused
+            assert push("/", EVENT_URL) == 200  # the data subscription's path
+        finally:
+            front.stop()
+    seen = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [e["type"] for e in seen] == ["google.cloud.pubsub.topic.v1.messagePublished"] * 2
+    assert seen[0]["source"] == f"//pubsub.googleapis.com/{outcome_topic}"
+    assert seen[1]["source"] != seen[0]["source"]  # without the path, no topic
