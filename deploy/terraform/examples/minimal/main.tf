@@ -54,7 +54,43 @@ output "pipeline_root" {
   value       = module.retrain.pipeline_root
 }
 
+# The outputs docs/deploy.md reads with `terraform output` in this folder.
 output "cloudbuild_substitutions" {
   description = "Substitutions for deploy/cloudbuild.yaml."
   value       = module.retrain.cloudbuild_substitutions
+}
+
+output "cloudbuild_substitutions_flag" {
+  description = "The same as one gcloud builds submit --substitutions value."
+  value       = module.retrain.cloudbuild_substitutions_flag
+}
+
+output "service_accounts" {
+  description = "Email of every service account by job."
+  value       = module.retrain.service_accounts
+}
+
+output "http_audience" {
+  description = "URL and ID-token audience of the HTTP function."
+  value       = module.retrain.http_audience
+}
+
+output "template_repository_url" {
+  description = "Artifact Registry KFP repository (the alternative template store)."
+  value       = module.retrain.template_repository_url
+}
+
+output "outcome_topic" {
+  description = "Topic the pipeline's exit task publishes run outcomes to."
+  value       = module.retrain.outcome_topic
+}
+
+output "notification_topic" {
+  description = "Topic of run-ended and champion-changed notifications."
+  value       = module.retrain.notification_topic
+}
+
+output "http_function_url" {
+  description = "Cloud Run URL of the HTTP function."
+  value       = module.retrain.http_function_url
 }
