@@ -38,6 +38,7 @@ from tests.conftest import MNIST_TEMPLATE, REPO
 from tests.fakes.cloudrun import FakeCloudRun
 from tests.fakes.idtokens import CertsServer, Key, forge, mint, strip
 from tests.fakes.vertex import FakeVertex
+from tests.integration.conftest import FirestoreEmulator, firestore_emulator  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -202,7 +203,11 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, fake_gcs_server: Any) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_gcs_server: Any,
+    firestore_emulator: FirestoreEmulator,  # noqa: F811 (the fixture imported above)
+) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("cloud-run")
     key = Key("kid-google-1")
     certs = CertsServer()
@@ -222,7 +227,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_gcs_server: Any) -> Ite
         )
     )
     # What Terraform's local.function_env and the HTTP function's extras set (functions.tf), with
-    # local stand-ins for Google's endpoints; K_SERVICE is what Cloud Run sets.
+    # local stand-ins for Google's endpoints; K_SERVICE is what Cloud Run sets. The batch route
+    # needs state shared by every instance, so, as Terraform does with enable_windows, the store
+    # is Firestore (its emulator; the emulator's default database stands in for the named one).
     common = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp),
@@ -231,7 +238,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_gcs_server: Any) -> Ite
         "GOOGLE_CLOUD_PROJECT": PROJECT,
         "RETRAIN_REGION": REGION,
         "RETRAIN_BACKEND": "vertex",
-        "RETRAIN_STORE": "sqlite",
+        "RETRAIN_STORE": "firestore",
+        "RETRAIN_FIRESTORE_DATABASE": "(default)",
+        "FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
         "RETRAIN_STATE_DIR": str(tmp / "state"),
         "LOG_EXECUTION_ID": "true",
         "RETRAIN_VERTEX_ENDPOINT": vertex.endpoint,
@@ -278,6 +287,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_gcs_server: Any) -> Ite
             event.stop()
             vertex.stop()
             certs.close()
+            firestore_emulator.clear(PROJECT)
 
 
 @pytest.fixture
