@@ -6,8 +6,8 @@ locals {
   cloudbuild_substitutions = {
     _REGION               = var.region
     _AR_REPO              = google_artifact_registry_repository.images.repository_id
-    _TEMPLATE_BUCKET      = google_storage_bucket.this["templates"].name
-    _SOURCE_BUCKET        = google_storage_bucket.this["sources"].name
+    _TEMPLATE_BUCKET      = local.buckets.templates
+    _SOURCE_BUCKET        = local.buckets.sources
     _CONFIG               = var.config_file
     _HTTP_FUNCTION        = google_cloudfunctions2_function.http.name
     _HTTP_AUDIENCE        = local.http_audience
@@ -23,6 +23,13 @@ locals {
     _EVENTS_TOPIC         = google_pubsub_topic.events.name
     _PUSH_SA              = google_service_account.this["push"].email
     _MAX_INSTANCES        = tostring(var.function_max_instances)
+    _OUTCOME_TOPIC        = google_pubsub_topic.outcomes.id
+    _NOTIFICATION_TOPIC   = google_pubsub_topic.notifications.id
+    _IMAGE_NAME           = var.training_image_name
+    _DOCKERFILE           = var.training_dockerfile
+    _COMPILE_MODULE       = var.pipeline_compile_module
+    _TEMPLATE_DIR         = var.pipeline_template_dir
+    _TEMPLATE_NAME        = var.pipeline_template_name
   }
 }
 
@@ -33,7 +40,7 @@ resource "google_cloudbuild_trigger" "deploy" {
   project         = var.project_id
   location        = "global"
   description     = "Test, build the training image, deploy the functions, start one retraining run."
-  filename        = "deploy/cloudbuild.yaml"
+  filename        = var.cloudbuild_filename
   service_account = google_service_account.this["build"].id
   substitutions   = local.cloudbuild_substitutions
 

@@ -57,7 +57,7 @@ resource "google_eventarc_trigger" "gcs_finalized" {
 
   matching_criteria {
     attribute = "bucket"
-    value     = google_storage_bucket.this["data"].name
+    value     = local.buckets.data
   }
 
   destination {

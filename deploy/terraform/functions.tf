@@ -23,6 +23,14 @@ locals {
     LOG_EXECUTION_ID           = "true"
   }
 
+  # The event function's own: run outcomes are taken only from messages of the outcome topic
+  # (outcomes.tf), and run-ended / champion-changed notifications are published to the other.
+  # Both full paths, projects/<project>/topics/<name>; the same in deploy/cloudbuild.yaml.
+  event_function_env = {
+    RETRAIN_OUTCOME_TOPIC      = google_pubsub_topic.outcomes.id
+    RETRAIN_NOTIFICATION_TOPIC = google_pubsub_topic.notifications.id
+  }
+
   # The audience of the HTTP function's ID tokens, pinned rather than taken from the request's
   # Host. The function's own URI cannot be used here (it would refer to itself), so the default
   # is the service's deterministic URL, known before it exists:
@@ -40,7 +48,7 @@ locals {
 resource "google_storage_bucket_object" "function_source" {
   for_each = local.function_zips
 
-  bucket       = google_storage_bucket.this["sources"].name
+  bucket       = local.buckets.sources
   name         = basename(each.value)
   source       = each.value
   content_type = "application/zip"
@@ -186,7 +194,7 @@ resource "google_cloudfunctions2_function" "event" {
     all_traffic_on_latest_revision = true
     # Pub/Sub push and Eventarc requests from this project count as internal.
     ingress_settings      = "ALLOW_INTERNAL_ONLY"
-    environment_variables = local.function_env
+    environment_variables = merge(local.function_env, local.event_function_env)
   }
 
   lifecycle {

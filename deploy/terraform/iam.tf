@@ -72,7 +72,7 @@ resource "google_service_account_iam_member" "submitter_acts_as_pipeline" {
 resource "google_storage_bucket_iam_member" "submitter_templates_reader" {
   for_each = local.submitters
 
-  bucket = google_storage_bucket.this["templates"].name
+  bucket = local.buckets.templates
   role   = "roles/storage.objectViewer"
   member = each.value
 }
@@ -112,7 +112,7 @@ resource "google_project_iam_member" "submitter_firestore" {
 resource "google_storage_bucket_iam_member" "http_manifest_writer" {
   count = var.enable_windows ? 1 : 0
 
-  bucket = google_storage_bucket.this["artifacts"].name
+  bucket = local.buckets.artifacts
   role   = "roles/storage.objectUser"
   member = local.submitters.http
 
@@ -134,7 +134,7 @@ resource "google_project_iam_member" "pipeline_vertex" {
 }
 
 resource "google_storage_bucket_iam_member" "pipeline_data_reader" {
-  bucket = google_storage_bucket.this["data"].name
+  bucket = local.buckets.data
   role   = "roles/storage.objectViewer"
   member = local.pipeline_member
 }
@@ -142,7 +142,7 @@ resource "google_storage_bucket_iam_member" "pipeline_data_reader" {
 # Pipeline roots (pipeline-root/) and the model registry folder (models/) of the artifacts bucket:
 # create, read, overwrite and delete objects, without any right on the bucket's IAM policy.
 resource "google_storage_bucket_iam_member" "pipeline_artifacts_user" {
-  bucket = google_storage_bucket.this["artifacts"].name
+  bucket = local.buckets.artifacts
   role   = "roles/storage.objectUser"
   member = local.pipeline_member
 }
@@ -157,9 +157,9 @@ resource "google_project_iam_member" "pipeline_extra" {
 
 # --- delivery to the event function --------------------------------------------------------------
 
+# Both push subscriptions (data events with pubsub_push delivery, and run outcomes always) sign
+# their requests as the push account.
 resource "google_cloud_run_v2_service_iam_member" "event_invoker_push" {
-  count = local.push_delivery ? 1 : 0
-
   project  = var.project_id
   location = var.region
   name     = local.cloud_run_services.event
@@ -167,7 +167,12 @@ resource "google_cloud_run_v2_service_iam_member" "event_invoker_push" {
   member   = local.push_member
 }
 
-# Pub/Sub's service agent mints the push subscription's OIDC tokens as the push account.
+moved {
+  from = google_cloud_run_v2_service_iam_member.event_invoker_push[0]
+  to   = google_cloud_run_v2_service_iam_member.event_invoker_push
+}
+
+# Pub/Sub's service agent mints the push subscriptions' OIDC tokens as the push account.
 resource "google_service_account_iam_member" "pubsub_token_creator" {
   service_account_id = google_service_account.this["push"].name
   role               = "roles/iam.serviceAccountTokenCreator"
@@ -256,7 +261,7 @@ resource "google_storage_bucket_iam_member" "build_objects" {
     sources-read     = { bucket = "sources", role = "roles/storage.objectViewer" }
   }
 
-  bucket = google_storage_bucket.this[each.value.bucket].name
+  bucket = local.buckets[each.value.bucket]
   role   = each.value.role
   member = local.build_member
 }
@@ -296,7 +301,7 @@ resource "google_artifact_registry_repository_iam_member" "function_build_writer
 }
 
 resource "google_storage_bucket_iam_member" "function_build_source_reader" {
-  bucket = google_storage_bucket.this["sources"].name
+  bucket = local.buckets.sources
   role   = "roles/storage.objectViewer"
   member = local.function_build_member
 }

@@ -32,16 +32,27 @@ resource "google_pubsub_topic_iam_member" "gcs_publisher" {
   member  = local.gcs_agent
 }
 
+# One notification configuration per data prefix (a bucket holds up to 100 of them:
+# https://cloud.google.com/storage/docs/pubsub-notifications). The prefixes never overlap
+# (variables.tf), so no object is notified twice; "" is the whole bucket. A bucket of another
+# team in this project can feed the same topic with a google_storage_notification of its own on
+# the module's events_topic output: the project's Cloud Storage service agent publishes there.
 resource "google_storage_notification" "data" {
-  count = local.push_delivery ? 1 : 0
+  for_each = local.push_delivery ? toset(var.data_prefixes) : toset([])
 
-  bucket             = google_storage_bucket.this["data"].name
+  bucket             = local.buckets.data
   payload_format     = "JSON_API_V1"
   topic              = google_pubsub_topic.events.id
   event_types        = ["OBJECT_FINALIZE"]
-  object_name_prefix = var.data_prefix != "" ? var.data_prefix : null
+  object_name_prefix = each.value != "" ? each.value : null
 
   depends_on = [google_pubsub_topic_iam_member.gcs_publisher]
+}
+
+# Before data_prefixes, the one notification was data[0], for data_prefix "data/" by default.
+moved {
+  from = google_storage_notification.data[0]
+  to   = google_storage_notification.data["data/"]
 }
 
 resource "google_pubsub_subscription" "push" {

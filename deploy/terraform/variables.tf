@@ -38,37 +38,71 @@ variable "enable_apis" {
 }
 
 variable "data_bucket" {
-  description = "Name of the bucket whose new objects start retraining runs. Empty: <project>-<prefix>-data."
+  description = "Name of the bucket whose new objects start retraining runs. Empty: <project>-<prefix>-data (created). Required with create_data_bucket = false."
   type        = string
   default     = ""
 }
 
-variable "data_prefix" {
-  description = "Only objects whose names start with this prefix are notified (empty: the whole bucket)."
-  type        = string
-  default     = "data/"
+variable "create_data_bucket" {
+  description = "Create the data bucket (private, versioned, access-logged). false: use the existing bucket named by data_bucket, whose settings stay its owner's."
+  type        = bool
+  default     = true
+}
+
+variable "data_prefixes" {
+  description = "Object name prefixes of the data bucket that are notified, one GCS notification each (\"\" alone: the whole bucket). Prefixes must not overlap, or an object would be notified twice. Not used with event_delivery = \"eventarc\", which delivers the whole bucket."
+  type        = list(string)
+  default     = ["data/"]
+
+  validation {
+    condition     = length(var.data_prefixes) >= 1 && length(var.data_prefixes) <= 100 && length(distinct(var.data_prefixes)) == length(var.data_prefixes)
+    error_message = "data_prefixes must hold 1 to 100 distinct prefixes (a bucket takes at most 100 notification configurations)."
+  }
+
+  validation {
+    condition     = alltrue([for a in var.data_prefixes : alltrue([for b in var.data_prefixes : a == b || !startswith(a, b)])])
+    error_message = "data_prefixes must not overlap: no prefix may start with another one (\"\" covers everything)."
+  }
 }
 
 variable "artifacts_bucket" {
-  description = "Name of the bucket of pipeline roots and the model registry folder. Empty: <project>-<prefix>-artifacts."
+  description = "Name of the bucket of pipeline roots and the model registry folder. Empty: <project>-<prefix>-artifacts (created). Required with create_artifacts_bucket = false."
   type        = string
   default     = ""
+}
+
+variable "create_artifacts_bucket" {
+  description = "Create the artifacts bucket. false: use the existing bucket named by artifacts_bucket."
+  type        = bool
+  default     = true
 }
 
 variable "templates_bucket" {
-  description = "Name of the bucket of compiled pipeline templates (templates/<commit>/...). Empty: <project>-<prefix>-templates."
+  description = "Name of the bucket of compiled pipeline templates (templates/<commit>/...). Empty: <project>-<prefix>-templates (created). Required with create_templates_bucket = false."
   type        = string
   default     = ""
+}
+
+variable "create_templates_bucket" {
+  description = "Create the templates bucket. false: use the existing bucket named by templates_bucket."
+  type        = bool
+  default     = true
 }
 
 variable "source_bucket" {
-  description = "Name of the bucket of the functions' source zips. Empty: <project>-<prefix>-sources."
+  description = "Name of the bucket of the functions' source zips. Empty: <project>-<prefix>-sources (created). Required with create_source_bucket = false."
   type        = string
   default     = ""
 }
 
+variable "create_source_bucket" {
+  description = "Create the source bucket. false: use the existing bucket named by source_bucket."
+  type        = bool
+  default     = true
+}
+
 variable "access_log_bucket" {
-  description = "Name of the bucket receiving the other buckets' usage logs. Empty: <project>-<prefix>-access-logs."
+  description = "Name of the bucket receiving the created buckets' usage logs (created with the first of them). Empty: <project>-<prefix>-access-logs."
   type        = string
   default     = ""
 }
@@ -259,4 +293,174 @@ variable "config_file" {
   description = "Configuration file (path in the repository) that Cloud Build packages into both functions."
   type        = string
   default     = "retrain.yaml"
+}
+
+variable "cloudbuild_filename" {
+  description = "Path, in the connected repository, of the build file the Cloud Build trigger runs (a copy of deploy/cloudbuild.yaml in a team's own repository)."
+  type        = string
+  default     = "deploy/cloudbuild.yaml"
+}
+
+variable "training_image_name" {
+  description = "Name of the training image inside the images repository (Cloud Build's _IMAGE_NAME)."
+  type        = string
+  default     = "mnist-training"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]+([._/-][a-z0-9]+)*$", var.training_image_name))
+    error_message = "training_image_name must be a Docker image name: lowercase letters, digits and . _ / - separators."
+  }
+}
+
+variable "training_dockerfile" {
+  description = "Dockerfile of the training image, relative to the repository root (Cloud Build's _DOCKERFILE)."
+  type        = string
+  default     = "pipeline_specs/Dockerfile"
+}
+
+variable "pipeline_compile_module" {
+  description = "Python module that compiles the pipeline (Cloud Build's _COMPILE_MODULE), run as `python -m <module> --image <image@sha256:...> --output <pipeline_template_dir>/<pipeline_template_name>`."
+  type        = string
+  default     = "pipeline_specs.compile"
+
+  validation {
+    condition     = can(regex("^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*$", var.pipeline_compile_module))
+    error_message = "pipeline_compile_module must be a dotted Python module name."
+  }
+}
+
+variable "pipeline_template_dir" {
+  description = "Folder, relative to the repository root, where the compiled template is written: the configuration's relative template path names it (Cloud Build's _TEMPLATE_DIR)."
+  type        = string
+  default     = "pipeline_specs"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", var.pipeline_template_dir)) && !startswith(var.pipeline_template_dir, "..")
+    error_message = "pipeline_template_dir must be a relative folder of letters, digits, . _ - separated by /."
+  }
+}
+
+variable "pipeline_template_name" {
+  description = "File name of the compiled template, as uploaded to gs://<templates>/templates/<commit>/ (Cloud Build's _TEMPLATE_NAME)."
+  type        = string
+  default     = "mnist_training.yaml"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]+\\.ya?ml$", var.pipeline_template_name))
+    error_message = "pipeline_template_name must be a file name ending in .yaml or .yml."
+  }
+}
+
+variable "outcome_topic_name" {
+  description = "Name of the topic the pipelines' exit tasks publish run outcomes and champion changes to. Empty: <prefix>-run-outcomes."
+  type        = string
+  default     = ""
+}
+
+variable "notification_topic_name" {
+  description = "Name of the topic the event function publishes run-ended and champion-changed notifications to, for teams to subscribe to. Empty: <prefix>-notifications."
+  type        = string
+  default     = ""
+}
+
+variable "enable_monitoring" {
+  description = "Create the log-based metrics, alert policies and dashboard of monitoring.tf."
+  type        = bool
+  default     = true
+}
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channels (projects/<project>/notificationChannels/<id>) every alert policy notifies. Empty: alerts open incidents in the console only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
+    error_message = "notification_channels must be full names: projects/<project>/notificationChannels/<id>."
+  }
+}
+
+variable "alert_5xx_ratio" {
+  description = "Share of a function's requests answered 5xx over 5 minutes above which the 5xx alert opens (0.05 = 5 %)."
+  type        = number
+  default     = 0.05
+
+  validation {
+    condition     = var.alert_5xx_ratio > 0 && var.alert_5xx_ratio < 1
+    error_message = "alert_5xx_ratio must be between 0 and 1."
+  }
+}
+
+variable "alert_no_success_days" {
+  description = "Days without a SUCCEEDED run after which a route that was active within alert_route_activity_days alerts."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.alert_no_success_days >= 1 && floor(var.alert_no_success_days) == var.alert_no_success_days
+    error_message = "alert_no_success_days must be a whole number of days, at least 1."
+  }
+}
+
+variable "alert_route_activity_days" {
+  description = "A route counts as active (and so watched by the no-successful-run alert) when it made any decision within this many days. Longer than alert_no_success_days."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.alert_route_activity_days >= 2 && var.alert_route_activity_days <= 730 && floor(var.alert_route_activity_days) == var.alert_route_activity_days
+    error_message = "alert_route_activity_days must be a whole number of days from 2 to 730 (PromQL alert policies read at most 2 years)."
+  }
+}
+
+variable "enable_ui" {
+  description = "Run the status page (`retrain-trigger ui`) as a private Cloud Run service with its own read-only service account (ui.tf). Needs enable_windows (the Firestore store the page reads)."
+  type        = bool
+  default     = false
+}
+
+variable "ui_image" {
+  description = "Container image of the status page: retrain-trigger installed (the `retrain-trigger` command on PATH) with the configuration at ui_config_path. Required with enable_ui."
+  type        = string
+  default     = ""
+}
+
+variable "ui_config_path" {
+  description = "Path of the configuration file inside ui_image (RETRAIN_CONFIG of the status page)."
+  type        = string
+  default     = "retrain.yaml"
+}
+
+variable "ui_service_name" {
+  description = "Name of the status page's Cloud Run service. Empty: <prefix>-ui."
+  type        = string
+  default     = ""
+}
+
+variable "ui_invokers" {
+  description = "Principals (user:, group:, serviceAccount:, domain:) given roles/run.invoker on the status page: they reach it with an ID token, e.g. through `gcloud run services proxy`. Never public."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.ui_invokers : can(regex("^(user|group|serviceAccount|domain):.+", m))])
+    error_message = "ui_invokers must be user:, group:, serviceAccount: or domain: members; the status page is never public."
+  }
+}
+
+variable "enable_ui_iap" {
+  description = "Put Identity-Aware Proxy directly on the status page's Cloud Run service (browser sign-in; the project must belong to an organization): ui_iap_members get roles/iap.httpsResourceAccessor and the IAP service agent roles/run.invoker."
+  type        = bool
+  default     = false
+}
+
+variable "ui_iap_members" {
+  description = "Principals (user:, group:, domain:) allowed through IAP to the status page (with enable_ui_iap)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.ui_iap_members : can(regex("^(user|group|serviceAccount|domain):.+", m))])
+    error_message = "ui_iap_members must be user:, group:, serviceAccount: or domain: members; the status page is never public."
+  }
 }

@@ -1,10 +1,11 @@
-"""The google provider's schema, taken from the provider's own generated bindings, and a check of
-Terraform files against it.
+"""The google and google-beta providers' schemas, taken from the providers' own generated bindings,
+and a check of Terraform files against them.
 
-``terraform validate`` needs the provider binary, which cannot be downloaded here. The schema
-travels in another form through a package registry: ``cdktf-cdktf-provider-google`` (pinned, with
-its hash, in ``requirements-schema.txt``) is generated from the provider's schema, and its jsii
-assembly (``.jsii``, inside the wheel) lists every resource, data source, block and argument:
+``terraform validate`` needs the provider binaries, which cannot be downloaded here. The schema
+travels in another form through a package registry: ``cdktf-cdktf-provider-google`` and
+``cdktf-cdktf-provider-google-beta`` (pinned, with their hashes, in ``requirements-schema.txt``)
+are generated from the providers' schemas, and the jsii assembly (``.jsii``, inside each wheel)
+lists every resource, data source, block and argument:
 
 - a resource's ``…Config`` struct holds its arguments (those a configuration may set: computed-
   only attributes are not there), each with the Terraform name in its documentation link
@@ -12,10 +13,15 @@ assembly (``.jsii``, inside the wheel) lists every resource, data source, block 
 - a nested block is an argument whose documentation says ``<name> block.`` and whose type is
   another struct (or a list of one); everything else is an attribute.
 
-``python -m tests.deploy.provider_schema`` (run by ``make setup``) downloads the pinned wheel
+``python -m tests.deploy.provider_schema`` (run by ``make setup``) downloads each pinned wheel
 with pip (``--no-deps --require-hashes``, never installing it), reads the assembly and writes
-what the check needs, about 3 MB of JSON, under ``~/.cache/retrain-trigger/provider-schema/``.
-:func:`load` does the same on first use when that file is missing.
+what the check needs, under 1 MB of JSON per provider, under
+``~/.cache/retrain-trigger/provider-schema/``. :func:`load` does the same on first use when that
+file is missing.
+
+Each resource and data block is checked against the schema of the provider it names with the
+``provider`` meta-argument (``provider = google-beta``), the google provider's otherwise; each
+``provider "<name>"`` block against that provider's own configuration schema.
 """
 
 from __future__ import annotations
@@ -38,8 +44,13 @@ import hcl2
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIREMENTS = REPO / "requirements-schema.txt"
-PACKAGE = "cdktf-cdktf-provider-google"
-FORMAT = 1  # of the cached JSON; bump when extract() changes
+# Terraform provider name -> the package of its generated bindings.
+PACKAGES = {
+    "google": "cdktf-cdktf-provider-google",
+    "google-beta": "cdktf-cdktf-provider-google-beta",
+}
+PACKAGE = PACKAGES["google"]
+FORMAT = 3  # of the cached JSON; bump when extract() changes
 
 # Arguments Terraform itself gives every resource and data block.
 META_ARGUMENTS = {"count", "for_each", "depends_on", "provider", "lifecycle"}
@@ -65,22 +76,32 @@ TERRAFORM_BLOCKS = {
     "module",
 }
 
-_LINK = re.compile(r"/docs(?:/(resources|data-sources)/(\w+))?\s+(google\w*)\}")
+_LINK = re.compile(r"/docs(?:/(resources|data-sources)/(\w+))?\s+(google[\w-]*)\}")
 _ANCHOR = re.compile(r"/docs/(?:resources|data-sources)/\w+#(\w+)\s")
 
 
-def pinned_version() -> str:
-    match = re.search(rf"^{re.escape(PACKAGE)}==([\w.]+)", REQUIREMENTS.read_text(), re.MULTILINE)
+def _requirement(package: str) -> str:
+    """The pin of ``package`` in requirements-schema.txt, continuation lines (hashes) included."""
+    text = REQUIREMENTS.read_text()
+    match = re.search(
+        rf"^{re.escape(package)}==[\w.]+(?:[ \t]*\\\n[ \t]+--hash=\S+)+", text, re.MULTILINE
+    )
     if not match:
-        raise RuntimeError(f"{REQUIREMENTS} pins no {PACKAGE}")
+        raise RuntimeError(f"{REQUIREMENTS} pins no {package} with its hash")
+    return match.group(0)
+
+
+def pinned_version(provider: str = "google") -> str:
+    package = PACKAGES[provider]
+    match = re.search(rf"^{re.escape(package)}==([\w.]+)", _requirement(package))
+    assert match is not None
     return match.group(1)
 
 
-def cache_path(version: str | None = None) -> Path:
+def cache_path(version: str | None = None, provider: str = "google") -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return (
-        base / "retrain-trigger" / "provider-schema" / f"google-{version or pinned_version()}.json"
-    )
+    name = f"{provider}-{version or pinned_version(provider)}.json"
+    return base / "retrain-trigger" / "provider-schema" / name
 
 
 # --- extraction -----------------------------------------------------------------------------------
@@ -124,7 +145,7 @@ def _block(types: dict[str, Any], fqn: str, seen: tuple[str, ...] = ()) -> dict[
     return {"a": attributes, "b": blocks}
 
 
-def extract(wheel: Path) -> dict[str, Any]:
+def extract(wheel: Path, package: str = PACKAGE) -> dict[str, Any]:
     """What the check needs, from the jsii assembly inside the package's wheel."""
     with zipfile.ZipFile(wheel) as archive:
         inner = next(n for n in archive.namelist() if n.endswith(".jsii.tgz"))
@@ -135,7 +156,7 @@ def extract(wheel: Path) -> dict[str, Any]:
     types: dict[str, Any] = assembly["types"]
     out: dict[str, Any] = {
         "format": FORMAT,
-        "package": f"{PACKAGE}=={assembly['version']}",
+        "package": f"{package}=={assembly['version']}",
         "provider_version": "",
         "provider": {},
         "resource": {},
@@ -152,7 +173,7 @@ def extract(wheel: Path) -> dict[str, Any]:
         link = _LINK.search(type_.get("docs", {}).get("summary", ""))
         if not link or f"{fqn}Config" not in types:
             continue
-        version = re.search(r"hashicorp/google/([\d.]+)/docs", type_["docs"]["summary"])
+        version = re.search(r"hashicorp/google(?:-beta)?/([\d.]+)/docs", type_["docs"]["summary"])
         out["provider_version"] = out["provider_version"] or (version.group(1) if version else "")
         schema = _block(types, f"{fqn}Config")
         if base == "cdktf.TerraformProvider":
@@ -163,10 +184,13 @@ def extract(wheel: Path) -> dict[str, Any]:
     return out
 
 
-def fetch(destination: Path | None = None) -> Path:
+def fetch(destination: Path | None = None, provider: str = "google") -> Path:
     """Downloads the pinned wheel with pip and writes the extracted schema; returns its path."""
-    destination = destination or cache_path()
+    package = PACKAGES[provider]
+    destination = destination or cache_path(provider=provider)
     with tempfile.TemporaryDirectory(prefix="provider-schema-") as folder:
+        requirement = Path(folder) / "requirement.txt"
+        requirement.write_text(_requirement(package) + "\n")
         subprocess.run(
             [
                 sys.executable,
@@ -181,13 +205,13 @@ def fetch(destination: Path | None = None) -> Path:
                 "--dest",
                 folder,
                 "--requirement",
-                str(REQUIREMENTS),
+                str(requirement),
             ],
             check=True,
             timeout=900,
         )
         [wheel] = Path(folder).glob("*.whl")
-        schema = extract(wheel)
+        schema = extract(wheel, package)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_suffix(f".{os.getpid()}.tmp")
     partial.write_text(json.dumps(schema, separators=(",", ":"), sort_keys=True))
@@ -195,13 +219,18 @@ def fetch(destination: Path | None = None) -> Path:
     return destination
 
 
-def load() -> dict[str, Any]:
-    path = cache_path()
+def load(provider: str = "google") -> dict[str, Any]:
+    path = cache_path(provider=provider)
     if path.exists():
         schema = json.loads(path.read_text())
         if schema.get("format") == FORMAT:
             return schema
-    return json.loads(fetch(path).read_text())
+    return json.loads(fetch(path, provider).read_text())
+
+
+def load_all() -> dict[str, dict[str, Any]]:
+    """Every provider's schema, by Terraform provider name."""
+    return {provider: load(provider) for provider in PACKAGES}
 
 
 # --- the check ------------------------------------------------------------------------------------
@@ -326,7 +355,15 @@ def _check_lifecycle(schema: dict[str, Any], value: Any, where: str) -> list[Pro
     return problems
 
 
-def check_text(text: str, name: str, schema: dict[str, Any]) -> list[Problem]:
+def _provider_of(body: dict[str, Any]) -> str:
+    """The provider a block names with ``provider = <name>[.<alias>]``; google otherwise."""
+    value = str(body.get("provider", "google")).strip()
+    if value.startswith("${") and value.endswith("}"):
+        value = value[2:-1]
+    return value.split(".", 1)[0]
+
+
+def check_text(text: str, name: str, schemas: dict[str, dict[str, Any]]) -> list[Problem]:
     parsed = hcl2.loads(text)
     problems: list[Problem] = []
     for kind, blocks in parsed.items():
@@ -336,10 +373,13 @@ def check_text(text: str, name: str, schema: dict[str, Any]) -> list[Problem]:
             for block in blocks:
                 for label, body in block.items():
                     where = f"{name}: provider {label}"
-                    if label.strip('"') != "google":
-                        problems.append(Problem(where, "not the google provider"))
+                    provider = label.strip('"')
+                    if provider not in schemas:
+                        problems.append(Problem(where, f"not one of {', '.join(sorted(schemas))}"))
                         continue
-                    problems += check_body(schema["provider"], body, where, meta={"alias"})
+                    problems += check_body(
+                        schemas[provider]["provider"], body, where, meta={"alias"}
+                    )
             continue
         if kind not in ("resource", "data"):
             problems.append(Problem(name, f"unknown top-level block {kind}"))
@@ -350,23 +390,29 @@ def check_text(text: str, name: str, schema: dict[str, Any]) -> list[Problem]:
                 rtype = rtype.strip('"')
                 for label, body in named.items():
                     where = f'{name}: {kind} "{rtype}" {label}'
+                    provider = _provider_of(body)
+                    if provider not in schemas:
+                        problems.append(Problem(where, f"unknown provider {provider}"))
+                        continue
+                    schema = schemas[provider]
                     if rtype not in schema[kind]:
                         hint = _suggest(rtype, list(schema[kind]))
                         problems.append(
-                            Problem(where, f"no such {kind} type in the provider{hint}")
+                            Problem(where, f"no such {kind} type in the {provider} provider{hint}")
                         )
                         continue
                     problems += check_body(schema[kind][rtype], body, where, meta=meta)
     return problems
 
 
-def check_folder(folder: Path, schema: dict[str, Any]) -> list[Problem]:
+def check_folder(folder: Path, schemas: dict[str, dict[str, Any]]) -> list[Problem]:
     problems: list[Problem] = []
     for path in sorted(folder.glob("*.tf")):
-        problems += check_text(path.read_text(encoding="utf-8"), path.name, schema)
+        problems += check_text(path.read_text(encoding="utf-8"), path.name, schemas)
     return problems
 
 
 if __name__ == "__main__":
-    written = fetch()
-    print(f"{written} ({written.stat().st_size // 1024} KiB)")
+    for provider in PACKAGES:
+        written = fetch(provider=provider)
+        print(f"{written} ({written.stat().st_size // 1024} KiB)")

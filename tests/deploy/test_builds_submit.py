@@ -76,8 +76,8 @@ def _run(command: str, tmp_path: Path) -> list[str]:
     stubs = {
         "terraform": (
             'case "$*" in\n'
-            f'  "-chdir=deploy/terraform output -raw cloudbuild_substitutions_flag") cat "{tmp_path / "flag"}";;\n'
-            '  "-chdir=deploy/terraform output -json service_accounts")'
+            f'  "-chdir=deploy/terraform/examples/minimal output -raw cloudbuild_substitutions_flag") cat "{tmp_path / "flag"}";;\n'
+            '  "-chdir=deploy/terraform/examples/minimal output -json service_accounts")'
             ' echo \'{"build": "retrain-build@p.iam.gserviceaccount.com"}\';;\n'
             '  *) echo "unexpected terraform $*" >&2; exit 2;;\n'
             "esac\n"

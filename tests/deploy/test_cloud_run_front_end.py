@@ -38,6 +38,7 @@ from tests.conftest import MNIST_TEMPLATE, REPO
 from tests.fakes.cloudrun import FakeCloudRun
 from tests.fakes.idtokens import CertsServer, Key, forge, mint, strip
 from tests.fakes.vertex import FakeVertex
+from tests.integration.conftest import FirestoreEmulator, firestore_emulator  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -202,7 +203,11 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, fake_gcs_server: Any) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_gcs_server: Any,
+    firestore_emulator: FirestoreEmulator,  # noqa: F811 (the fixture imported above)
+) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("cloud-run")
     key = Key("kid-google-1")
     certs = CertsServer()
@@ -222,7 +227,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_gcs_server: Any) -> Ite
         )
     )
     # What Terraform's local.function_env and the HTTP function's extras set (functions.tf), with
-    # local stand-ins for Google's endpoints; K_SERVICE is what Cloud Run sets.
+    # local stand-ins for Google's endpoints; K_SERVICE is what Cloud Run sets. The batch route
+    # needs state shared by every instance, so, as Terraform does with enable_windows, the store
+    # is Firestore (its emulator; the emulator's default database stands in for the named one).
     common = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp),
@@ -231,7 +238,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_gcs_server: Any) -> Ite
         "GOOGLE_CLOUD_PROJECT": PROJECT,
         "RETRAIN_REGION": REGION,
         "RETRAIN_BACKEND": "vertex",
-        "RETRAIN_STORE": "sqlite",
+        "RETRAIN_STORE": "firestore",
+        "RETRAIN_FIRESTORE_DATABASE": "(default)",
+        "FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
         "RETRAIN_STATE_DIR": str(tmp / "state"),
         "LOG_EXECUTION_ID": "true",
         "RETRAIN_VERTEX_ENDPOINT": vertex.endpoint,
@@ -278,6 +287,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_gcs_server: Any) -> Ite
             event.stop()
             vertex.stop()
             certs.close()
+            firestore_emulator.clear(PROJECT)
 
 
 @pytest.fixture
@@ -658,3 +668,104 @@ def test_a_public_service_is_still_closed_to_forged_tokens(stack: Stack) -> None
         assert stack.vertex.jobs == {}
     finally:
         public.stop()
+
+
+# --- run outcomes: the outcome topic's push subscription, as outcomes.tf configures it ------------
+
+PROBE = """\
+import json
+import os
+
+import functions_framework
+
+
+@functions_framework.cloud_event
+def probe(event):
+    with open(os.environ["PROBE_OUT"], "a", encoding="utf-8") as out:
+        out.write(json.dumps({"source": event["source"], "type": event["type"]}) + "\\n")
+"""
+
+
+def _outcome_push_body() -> bytes:
+    """A run-outcome message as the outcome topic's push subscription posts it."""
+    message = {
+        "attributes": {"kind": "run-outcome"},
+        "data": base64.b64encode(
+            json.dumps({"job_id": "mnist-x", "state": "FAILED"}).encode()
+        ).decode(),
+        "messageId": "41",
+        "publishTime": "2026-11-27T10:00:01.000Z",
+    }
+    body = {"message": message, "subscription": f"projects/{PROJECT}/subscriptions/outcomes-push"}
+    return json.dumps(body).encode()
+
+
+def test_run_outcomes_reach_the_event_function_naming_the_outcome_topic(tmp_path: Path) -> None:
+    """The push endpoint's path makes functions-framework name the topic in the CloudEvent's
+    source, and that source is exactly the RETRAIN_OUTCOME_TOPIC the event function is given
+    (a topic's id is projects/<project>/topics/<name>:
+    https://registry.terraform.io/providers/hashicorp/google/latest/docs/resources/pubsub_topic).
+    The token's audience is the service URL, as outcomes.tf pins it: Pub/Sub's default, the whole
+    endpoint, is not an audience Cloud Run accepts."""
+    from tests.deploy.terraform_values import Module
+
+    terraform = Module(
+        REPO / "deploy" / "terraform",
+        {"project_id": PROJECT, "function_http_zip": "h.zip", "function_gcs_zip": "g.zip"},
+    )
+    topic_name = terraform.local("outcome_topic_name")
+    outcome_topic = f"projects/{PROJECT}/topics/{topic_name}"
+    uri = "${google_cloudfunctions2_function.event.service_config[0].uri}"
+    endpoint = terraform.value(
+        terraform.raw_locals["outcome_push_endpoint"].replace(uri, EVENT_URL)
+    )
+    assert endpoint == f"{EVENT_URL}/projects/{PROJECT}/topics/retrain-run-outcomes"
+    oidc = terraform.resource("google_pubsub_subscription", "outcomes_push")["push_config"][0][
+        "oidc_token"
+    ][0]
+    assert oidc["audience"] == uri
+
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "main.py").write_text(PROBE)
+    out = tmp_path / "events.jsonl"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "PROBE_OUT": str(out),
+    }
+    key = Key("kid-google-outcomes")
+    with _function(
+        "probe", tmp_path / "probe" / "main.py", env, tmp_path / "probe.log"
+    ) as upstream:
+        front = FakeCloudRun(
+            upstream,
+            service_urls=[EVENT_URL],
+            invokers=[f"serviceAccount:{PUSH_SA}"],
+            certs={key.kid: key.cert_pem},
+        ).start()
+        try:
+
+            def push(path: str, audience: str) -> int:
+                token = mint(key, now=time.time(), aud=audience, email=PUSH_SA)
+                status, _, _ = front.request(
+                    "POST",
+                    EVENT_URL + path,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                    },
+                    body=_outcome_push_body(),
+                )
+                return status
+
+            path = endpoint.removeprefix(EVENT_URL)
+            assert push(path, EVENT_URL) == 200
+            assert push(path, endpoint) == 401  # Pub/Sub's default audience: refused
+            assert push("/", EVENT_URL) == 200  # the data subscription's path
+        finally:
+            front.stop()
+    seen = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [e["type"] for e in seen] == ["google.cloud.pubsub.topic.v1.messagePublished"] * 2
+    assert seen[0]["source"] == f"//pubsub.googleapis.com/{outcome_topic}"
+    assert seen[1]["source"] != seen[0]["source"]  # without the path, no topic

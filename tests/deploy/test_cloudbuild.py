@@ -122,8 +122,48 @@ def test_terraform_provides_every_substitution(build: dict[str, Any]) -> None:
     provided = set()
     for block in parsed["locals"]:
         provided |= {k.strip('"') for k in block.get("cloudbuild_substitutions", {})}
-    optional = {"_IMAGE_NAME", "_TEMPLATE_NAME"}
-    assert set(build["substitutions"]) - optional == provided
+    assert set(build["substitutions"]) == provided
+
+
+# The pipeline's own build inputs: substitutions whose defaults are today's MNIST build, fed by
+# module variables with the same defaults.
+PIPELINE_SUBSTITUTIONS = {
+    "_IMAGE_NAME": ("training_image_name", "mnist-training"),
+    "_DOCKERFILE": ("training_dockerfile", "pipeline_specs/Dockerfile"),
+    "_COMPILE_MODULE": ("pipeline_compile_module", "pipeline_specs.compile"),
+    "_TEMPLATE_DIR": ("pipeline_template_dir", "pipeline_specs"),
+    "_TEMPLATE_NAME": ("pipeline_template_name", "mnist_training.yaml"),
+}
+
+
+def test_the_pipeline_build_is_parameterised_with_todays_defaults(build: dict[str, Any]) -> None:
+    with open(CLOUDBUILD_TF, encoding="utf-8") as fh:
+        substitutions = {
+            k.strip('"'): v
+            for b in hcl2.load(fh)["locals"]
+            for k, v in b.get("cloudbuild_substitutions", {}).items()
+        }
+    with open(REPO / "deploy" / "terraform" / "variables.tf", encoding="utf-8") as fh:
+        variables = {k.strip('"'): v for b in hcl2.load(fh)["variable"] for k, v in b.items()}
+    for name, (variable, default) in PIPELINE_SUBSTITUTIONS.items():
+        assert build["substitutions"][name] == default, name
+        assert substitutions[name] == f"${{var.{variable}}}", name
+        assert variables[variable]["default"].strip('"') == default, variable
+    # With the defaults, the steps run exactly the commands of the MNIST build.
+    values = _values(build)
+    image = _substitute(_script(_step(build, "build-image")), values)
+    assert 'docker build --file "pipeline_specs/Dockerfile"' in image
+    compile_step = _substitute(_script(_step(build, "compile")), values)
+    assert 'python -m "pipeline_specs.compile" --image "$(cat /workspace/image_uri.txt)"' in (
+        compile_step
+    )
+    assert '--output "pipeline_specs/mnist_training.yaml"' in compile_step
+    upload = _substitute(_script(_step(build, "upload-template")), values)
+    assert 'gcloud storage cp --no-clobber "pipeline_specs/mnist_training.yaml"' in upload
+    assert "templates/sub-commit_sha/mnist_training.yaml" in upload
+    # Nothing names the MNIST pipeline outside those defaults.
+    for step in _steps(build):
+        assert "mnist" not in _script(step), step["id"]
 
 
 def test_the_functions_get_the_environment_terraform_gives_them(build: dict[str, Any]) -> None:
@@ -132,9 +172,13 @@ def test_the_functions_get_the_environment_terraform_gives_them(build: dict[str,
     terraform_env = set()
     for block in parsed["locals"]:
         terraform_env |= {k.strip('"') for k in block.get("function_env", {})}
+    event_env = set()
+    for block in parsed["locals"]:
+        event_env |= {k.strip('"') for k in block.get("event_function_env", {})}
+    assert event_env == {"RETRAIN_OUTCOME_TOPIC", "RETRAIN_NOTIFICATION_TOPIC"}
     for step_id, extra in (
         ("deploy-http", {"RETRAIN_AUTH", "RETRAIN_AUDIENCE", "RETRAIN_ALLOWED_INVOKERS"}),
-        ("deploy-event", set()),
+        ("deploy-event", event_env),
     ):
         script = _script(_step(build, step_id))
         heredoc = script.split("<<EOF", 1)[1].split("\nEOF", 1)[0]
@@ -182,12 +226,12 @@ def test_nothing_is_public(build: dict[str, Any]) -> None:
 
 def test_the_image_is_pushed_by_commit_and_used_by_digest(build: dict[str, Any]) -> None:
     image = _script(_step(build, "build-image"))
-    assert "--file pipeline_specs/Dockerfile" in image and ':$COMMIT_SHA"' in image
+    assert '--file "${_DOCKERFILE}"' in image and ':$COMMIT_SHA"' in image
     assert 'docker push "$$image"' in image
     digest = _script(_step(build, "resolve-digest"))
     assert "image_summary.digest" in digest and '"$$repo@$$digest"' in digest
     compile_step = _script(_step(build, "compile"))
-    assert "python -m pipeline_specs.compile --image" in compile_step
+    assert 'python -m "${_COMPILE_MODULE}" --image' in compile_step
     assert "image_uri.txt" in compile_step
     upload = _script(_step(build, "upload-template"))
     assert "gs://${_TEMPLATE_BUCKET}/templates/$COMMIT_SHA/${_TEMPLATE_NAME}" in upload
@@ -288,3 +332,62 @@ def test_terraform_never_sets_the_labels_cloud_build_sets(build: dict[str, Any])
     condition = variables["labels"]["validation"][0]["condition"]
     for key in keys:
         assert f'"{key}"' in condition, f"var.labels may set {key}"
+
+
+def _run_check_step(
+    build: dict[str, Any], tmp_path: Path, **overrides: str
+) -> subprocess.CompletedProcess[str]:
+    """The check-substitutions step as Cloud Build runs it, with a gcloud that finds no image."""
+    values = {**_values(build), **overrides}
+    script = _substitute(str(_step(build, "check-substitutions")["args"][-1]), values)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir(exist_ok=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    gcloud = bin_dir / "gcloud"
+    gcloud.write_text("#!/bin/sh\nexit 1\n")
+    gcloud.chmod(0o755)
+    bash = shutil.which("bash")
+    assert bash
+    return subprocess.run(
+        [bash, "-euo", "pipefail", "-c", script.replace("/workspace/", f"{workspace}/")],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("_COMPILE_MODULE", "training.compile; curl evil", "_COMPILE_MODULE must be a dotted"),
+        ("_COMPILE_MODULE", "a..b", "_COMPILE_MODULE must be a dotted"),
+        ("_TEMPLATE_NAME", "../../etc/x.yaml", "_TEMPLATE_NAME must be a .yaml or .yml"),
+        ("_TEMPLATE_NAME", "churn.json", "_TEMPLATE_NAME must be a .yaml or .yml"),
+        ("_TEMPLATE_DIR", "../outside", "_TEMPLATE_DIR must be a relative folder"),
+        ("_TEMPLATE_DIR", "/abs", "_TEMPLATE_DIR must be a relative folder"),
+        ("_OUTCOME_TOPIC", "", "missing substitutions: _OUTCOME_TOPIC"),
+    ],
+)
+def test_the_build_refuses_unusable_pipeline_substitutions(
+    build: dict[str, Any], tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    result = _run_check_step(build, tmp_path, **{name: value})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert message in result.stderr
+
+
+def test_the_build_takes_a_teams_own_pipeline(build: dict[str, Any], tmp_path: Path) -> None:
+    result = _run_check_step(
+        build,
+        tmp_path,
+        _COMPILE_MODULE="training.compile",
+        _TEMPLATE_DIR="training/compiled",
+        _TEMPLATE_NAME="churn_pipeline.yml",
+        _IMAGE_NAME="churn-trainer",
+    )
+    assert result.returncode == 0, result.stderr
+    repo = (tmp_path / "workspace" / "image_repo.txt").read_text().strip()
+    assert repo.endswith("/churn-trainer")

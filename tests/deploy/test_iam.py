@@ -36,6 +36,11 @@ SPEC = "src/retrain_trigger/spec.py"
 FIRESTORE = "src/retrain_trigger/store/firestore.py"
 CLOUDBUILD = "deploy/cloudbuild.yaml"
 FIRESTORE_DB = "databases/<var.firestore_database>"
+# Calls whose code is the pipeline's exit task, the event function's notifier and the status page
+# are named where the deployment hands them their topic or command (the environment variable, the
+# Cloud Run command): the contract those components are built against.
+OUTCOMES_TF = "deploy/terraform/outcomes.tf"
+UI_TF = "deploy/terraform/ui.tf"
 
 
 def _submitter(account: str) -> list[Need]:
@@ -122,11 +127,62 @@ TABLE: list[Need] = [
         "project",
     ),
     Need(
+        "pipeline",
+        "the exit task publishes the run's outcome (and a champion change) to the outcome topic",
+        f"{OUTCOMES_TF}::pipeline exit task ─ publish (pipeline account)",
+        "roles/pubsub.publisher",
+        "topic:outcomes",
+    ),
+    Need(
+        "event",
+        "publish run-ended and champion-changed notifications to RETRAIN_NOTIFICATION_TOPIC",
+        "deploy/terraform/functions.tf::RETRAIN_NOTIFICATION_TOPIC = google_pubsub_topic.notifications.id",
+        "roles/pubsub.publisher",
+        "topic:notifications",
+    ),
+    Need(
         "push",
-        "the push subscription's OIDC identity: POST to the event function",
-        "deploy/terraform/pubsub.tf::oidc_token",
+        "both push subscriptions' OIDC identity (data events, run outcomes): POST to the event "
+        "function",
+        f'{OUTCOMES_TF}::service_account_email = google_service_account.this["push"].email',
         "roles/run.invoker",
         "run:event",
+    ),
+    Need(
+        "ui",
+        "the status page reads the store: windows, queues, paused routes, decision history",
+        f'{UI_TF}::RETRAIN_STORE              = "firestore"',
+        "roles/datastore.viewer",
+        "project",
+        FIRESTORE_DB,
+    ),
+    Need(
+        "ui",
+        "the status page reads pipeline jobs (state, parameters, errors) from Vertex AI",
+        f'{UI_TF}::RETRAIN_BACKEND            = "vertex"',
+        "roles/aiplatform.viewer",
+        "project",
+    ),
+    Need(
+        "ui_invokers",
+        "people and tools opening the status page with an ID token (gcloud run services proxy)",
+        "deploy/terraform/variables.tf::ui_invokers",
+        "roles/run.invoker",
+        "run:ui",
+    ),
+    Need(
+        "iap-agent",
+        "Identity-Aware Proxy calls the status page for the users it let through",
+        f"{UI_TF}::iap_enabled          = local.ui_iap",
+        "roles/run.invoker",
+        "run:ui",
+    ),
+    Need(
+        "ui_iap_members",
+        "people signing in to the status page through IAP",
+        "deploy/terraform/variables.tf::ui_iap_members",
+        "roles/iap.httpsResourceAccessor",
+        "iap:run:ui",
     ),
     Need(
         "scheduler",
@@ -276,6 +332,20 @@ TABLE: list[Need] = [
         "subscription:push",
     ),
     Need(
+        "pubsub-agent",
+        "forward undeliverable run outcomes to their dead-letter topic",
+        f"{OUTCOMES_TF}::dead_letter_policy",
+        "roles/pubsub.publisher",
+        "topic:outcomes_dead_letter",
+    ),
+    Need(
+        "pubsub-agent",
+        "acknowledge forwarded run outcomes on the outcome push subscription",
+        f"{OUTCOMES_TF}::dead_letter_policy",
+        "roles/pubsub.subscriber",
+        "subscription:outcomes_push",
+    ),
+    Need(
         "gcs-agent",
         "publish the data bucket's notifications",
         "deploy/terraform/pubsub.tf::google_storage_notification",
@@ -309,6 +379,7 @@ IAM_SCOPES = {
     "google_cloud_run_v2_service_iam_member": "name",
     "google_pubsub_topic_iam_member": "topic",
     "google_pubsub_subscription_iam_member": "subscription",
+    "google_iap_web_cloud_run_service_iam_member": "cloud_run_service_name",
 }
 
 _REFERENCES = [
@@ -316,11 +387,15 @@ _REFERENCES = [
     (r"google_service_account\.(\w+)\[0\]\.(?:email|name|id)", "sa:{0}"),
     (r'google_storage_bucket\.this\["(\w+)"\]\.name', "bucket:{0}"),
     (r"google_storage_bucket\.(\w+)\.name", "bucket:{0}"),
+    (r"google_storage_bucket\.(\w+)\[0\]\.name", "bucket:{0}"),
     (r"google_artifact_registry_repository\.(\w+)\.(?:name|location)", "repo:{0}"),
     (r"google_project_iam_custom_role\.(\w+)\.name", "custom:{0}"),
     (r"google_pubsub_topic\.(\w+)\.name", "topic:{0}"),
     (r"google_pubsub_subscription\.(\w+)\[0\]\.name", "subscription:{0}"),
+    (r"google_pubsub_subscription\.(\w+)\.name", "subscription:{0}"),
     (r"google_cloudfunctions2_function\.(\w+)\.name", "run:{0}"),
+    (r"google_cloud_run_v2_service\.(\w+)\[0\]\.name", "run:{0}"),
+    (r"local\.buckets\.(\w+)", "bucket:{0}"),
     (r"data\.google_storage_project_service_account\.gcs\.email_address", "gcs-agent"),
 ]
 
@@ -372,7 +447,9 @@ class Resolver:
         expr = expr.strip()
         if expr == "{}":
             return {}
-        if expr.startswith("var.") and " ? " in expr:  # optional parts: all switched on
+        if len(expr) >= 2 and expr[0] == expr[-1] == '"':  # a string literal, as a branch
+            return self.template(expr[1:-1], env)
+        if re.match(r"(var|local)\.\w+ \? ", expr):  # optional parts: all switched on
             return self.expr(expr.split(" ? ", 1)[1].rsplit(" : ", 1)[0], env)
         match = re.fullmatch(r"toset\(\[(.*)\]\)", expr, re.DOTALL)
         if match:
@@ -388,6 +465,9 @@ class Resolver:
             for part in expr.split(".")[2:]:
                 value = value[part]
             return value
+        match = re.fullmatch(r"local\.buckets(?:\.(\w+)|\[(each\.[\w.]+)\])", expr)
+        if match:  # every bucket's name by role, created or existing (main.tf)
+            return f"bucket:{match.group(1) or self.expr(match.group(2), env)}"
         match = re.fullmatch(r"local\.(\w+)((?:\.\w+)*)", expr)
         if match:
             value = self.value(self.locals[match.group(1)], env)
@@ -429,8 +509,10 @@ def _account(member: str) -> str:
         return "pubsub-agent"
     if member == "group:cloud-storage-analytics@google.com":
         return "storage-usage-logs"
-    if member == "<var.extra_http_invokers>":
-        return "extra_http_invokers"
+    if member in ("<var.extra_http_invokers>", "<var.ui_invokers>", "<var.ui_iap_members>"):
+        return member[len("<var.") : -1]
+    if re.fullmatch(r"serviceAccount:service-\w+@gcp-sa-iap\.iam\.gserviceaccount\.com", member):
+        return "iap-agent"
     raise AssertionError(f"unknown member {member!r}")
 
 
@@ -469,6 +551,8 @@ def _instances(resolver: Resolver, rtype: str, name: str, body: dict[str, Any]) 
         member = resolver.value(body["member"], env)
         field = IAM_SCOPES[rtype]
         scope = "project" if field is None else str(resolver.value(body[field], env))
+        if rtype == "google_iap_web_cloud_run_service_iam_member":
+            scope = f"iap:{scope}"  # IAP's policy on the service, not Cloud Run's
         condition = ""
         if "condition" in body:
             condition = resolver.value(body["condition"][0]["expression"], env)
