@@ -266,3 +266,45 @@ def test_forced_flush_closes_an_open_window_now(make_service, fake_vertex):
     [decision] = windows.flush(service, force=True)
     assert decision.outcome is Outcome.SUBMITTED
     assert len(fake_vertex.jobs) == 1
+
+
+DAY = 86400.0
+
+
+def test_flush_sweeps_windows_and_decisions_after_their_retention(make_service, fake_vertex):
+    clock = Clock()
+    service = make_service(clock=clock)  # history.ttl_days: 7
+    store = service.store
+    service.handle(obj("daily/s/part-0.csv", generation="1"))
+    clock.now += 120
+    [decision] = windows.flush(service)
+    closed_at = clock.now
+    window = store.get_window(decision.window_id)
+    assert window is not None and window.expire_at == closed_at + 7 * DAY
+    assert len(store.list_decisions(since=0)) == 2  # batched, then submitted
+
+    clock.now = closed_at + 7 * DAY - 1
+    assert windows.flush(service) == []
+    assert store.get_window(decision.window_id) is not None
+    clock.now += 1
+    assert windows.flush(service) == []
+    assert store.get_window(decision.window_id) is None
+    assert store.window_items(decision.window_id) == []
+    assert store.list_decisions(since=0) == []
+
+
+def test_a_failing_sweep_does_not_fail_the_flush(make_service, fake_vertex, monkeypatch, caplog):
+    from retrain_trigger.store import StoreError
+
+    clock = Clock()
+    service = make_service(clock=clock)
+    service.handle(obj("daily/t/part-0.csv", generation="1"))
+    clock.now += 120
+
+    def unavailable(now, limit):
+        raise StoreError("state store busy")
+
+    monkeypatch.setattr(service.store, "purge_expired", unavailable)
+    [decision] = windows.flush(service)
+    assert decision.outcome is Outcome.SUBMITTED
+    assert "state store sweep failed: state store busy" in caplog.text

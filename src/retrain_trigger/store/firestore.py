@@ -13,11 +13,17 @@ Documents (``retrain_`` is the default ``prefix``; ids never contain '/')::
                                            one item: window_id, key, bucket, object, generation,
                                            size, event_id, event_time, added_at
     retrain_pending/{route}                the route's one waiting run
-    retrain_active/{route}                 the route's active job
+    retrain_active/{route}                 the job holding the route's run slot: job_id,
+                                           job_name, started_at, lease_until (while reserved),
+                                           others (runs still tracked), revision
     retrain_decisions/{13-digit countdown of ms}-{rnd}
                                            time, expire_at (Timestamp), route, outcome,
                                            object_key (sha256 of gs://bucket/object), run_key,
                                            job_id, window_id, entry (the entry as JSON text)
+
+Windows and window items also carry ``expire_at`` (Timestamp): null while the window is open or
+closing, set when it closes (close time plus ``retention_seconds``); the items first, then the
+window, so no closed window has an item that never expires.
 
 Transactions (``@firestore.transactional``) guard every read-modify-write. Adding an item reads
 the route document and the item's document and writes the window with ``Increment`` and
@@ -25,20 +31,36 @@ the route document and the item's document and writes the window with ``Incremen
 they conflict only with a claim, which moves the route's ``open_window`` pointer, so an event is
 either in the claimed window or in the next one.
 
+**Contention.** Firestore resolves two transactions on one document by delaying or aborting one
+(``ABORTED``), and the client library retries a commit at once
+(https://cloud.google.com/firestore/docs/transaction-data-contention). The emulator instead holds
+the read locks of both and fails them after its lock wait (``ABORTED: Transaction lock timeout``,
+about 2 s; https://github.com/firebase/firebase-tools/issues/6758): retried at once, two racing
+transactions meet again, and ten immediate attempts can all fail. So each attempt here is one
+library attempt, and contention (``ABORTED``, a racing create's ``ALREADY_EXISTS``) and
+transient unavailability are retried with jittered exponential backoff until ``deadline``
+seconds (the submit deadline) have passed; only then is it a (retryable) ``StoreError``.
+
 **No composite index is needed.** Every query is equality filters on single fields (merged from the
 automatic single-field indexes), optionally with a range on the document id: the decision ids
 count milliseconds down, so ascending id order (the default order, and the only key order that
 needs no custom index) is newest first. Ranges on other fields are applied to the results.
 
-**Time-to-live.** ``expire_at`` is a Timestamp; enable a TTL policy on it, e.g.
-``gcloud firestore fields ttls update expire_at --collection-group=retrain_decisions
---enable-ttl``. TTL deletion lags (typically within a day), so reads skip expired entries;
-``purge_expired`` deletes them at once and needs the automatic single-field index of ``expire_at``.
-The ``entry`` field is never queried: exempting it from indexing saves index writes.
+**Time-to-live.** ``expire_at`` is a Timestamp in ``retrain_decisions``, ``retrain_windows`` and
+``retrain_window_items`` (the collections that grow); a TTL policy on it in each deletes expired
+documents, e.g. ``gcloud firestore fields ttls update expire_at
+--collection-group=retrain_decisions --enable-ttl``; documents whose ``expire_at`` is null never
+expire (https://cloud.google.com/firestore/docs/ttl). TTL deletion lags (typically within a day),
+so reads skip expired decisions; ``purge_expired`` (called by the flush) deletes expired
+documents at once, a bounded number per call, and needs the automatic single-field index of
+``expire_at``. Windows closed by a version without ``expire_at`` have no such field and are not
+swept. The ``entry`` field is never queried: exempting it from indexing saves index writes.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -47,6 +69,8 @@ from typing import Any
 from retrain_trigger.store.base import (
     DEFAULT_DECISION_LIMIT,
     DEFAULT_OBJECT_LIMIT,
+    DEFAULT_PURGE_LIMIT,
+    DEFAULT_RETENTION_SECONDS,
     ActiveJob,
     DecisionRecord,
     Pending,
@@ -62,10 +86,16 @@ from retrain_trigger.store.base import (
     object_key,
 )
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PREFIX = "retrain_"
-DEFAULT_MAX_ATTEMPTS = 10
+# How long a contended transaction is retried (the default submit deadline).
+DEFAULT_DEADLINE = 30.0
+# Backoff between attempts of a contended transaction: full jitter, doubling up to the maximum.
+INITIAL_BACKOFF = 0.5
+MAXIMUM_BACKOFF = 5.0
 _PAGE = 200
-_DELETE_BATCH = 400
+_WRITE_BATCH = 400
 
 
 def _seconds(value: Any) -> float | None:
@@ -97,6 +127,21 @@ def _window(doc_id: str, data: Mapping[str, Any]) -> Window:
         job_id=data.get("job_id") or "",
         job_name=data.get("job_name") or "",
         closed_at=_seconds(data.get("closed_at")),
+        expire_at=_seconds(data.get("expire_at")),
+    )
+
+
+def _active(data: Mapping[str, Any] | None) -> ActiveJob | None:
+    if not data:
+        return None
+    return ActiveJob(
+        route=data["route"],
+        job_id=data.get("job_id", ""),
+        job_name=data.get("job_name", ""),
+        started_at=float(data.get("started_at") or 0.0),
+        lease_until=_seconds(data.get("lease_until")),
+        others=tuple(data.get("others") or ()),
+        revision=int(data.get("revision") or 0),
     )
 
 
@@ -125,8 +170,14 @@ class FirestoreStore:
         client: Any = None,
         prefix: str = DEFAULT_PREFIX,
         clock: Callable[[], float] = time.time,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        deadline: float = DEFAULT_DEADLINE,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        if retention_seconds <= 0:
+            raise ValueError(f"retention_seconds must be positive, got {retention_seconds!r}")
         from google.api_core import exceptions as api_exceptions
         from google.cloud import firestore
         from google.cloud.firestore_v1.field_path import FieldPath
@@ -143,7 +194,11 @@ class FirestoreStore:
                 ) from exc
         self._client = client
         self._clock = clock
-        self._max_attempts = max_attempts
+        self.retention_seconds = float(retention_seconds)
+        self.deadline = float(deadline)
+        self._sleep = sleep
+        self._jitter = jitter
+        self._monotonic = monotonic
         self._routes = client.collection(f"{prefix}routes")
         self._windows = client.collection(f"{prefix}windows")
         self._items = client.collection(f"{prefix}window_items")
@@ -162,23 +217,52 @@ class FirestoreStore:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _transact(self, body: Callable[..., Any], *args: Any) -> Any:
-        """Runs ``body(transaction, *args)`` in a read-write transaction, retried on contention."""
+        """Runs ``body(transaction, *args)`` in a read-write transaction.
+
+        Contention and transient errors are retried with jittered exponential backoff until
+        ``deadline`` seconds have passed (see "Contention" above); errors an operator must fix
+        raise :class:`StoreError` at once, and so does anything ``body`` raises itself.
+        """
         run = self._fs.transactional(body)
-        last: Exception | None = None
-        for _ in range(3):
+        started = self._monotonic()
+        backoff = INITIAL_BACKOFF
+        attempts = 0
+        while True:
+            attempts += 1
             try:
-                return run(self._client.transaction(max_attempts=self._max_attempts), *args)
-            except self._errors.Aborted as exc:  # contention while reading: start again
-                last = exc
-            except self._errors.AlreadyExists as exc:  # a racing transaction created it first
-                last = exc
-            except ValueError as exc:
+                return run(self._client.transaction(max_attempts=1), *args)
+            except ValueError as exc:  # the library's "Failed to commit transaction in 1 attempts"
                 if not isinstance(exc.__cause__, self._errors.Aborted):
                     raise
-                raise StoreError(f"Firestore transaction kept conflicting: {exc}") from exc
+                last: Exception = exc.__cause__
             except self._errors.GoogleAPICallError as exc:
-                raise self._error(exc) from exc
-        raise StoreError(f"Firestore transaction kept conflicting: {last}") from last
+                if not isinstance(exc, self._retried):
+                    raise self._error(exc) from exc
+                last = exc
+            pause = self._jitter() * backoff
+            elapsed = self._monotonic() - started
+            if elapsed + pause >= self.deadline:
+                raise StoreError(
+                    f"Firestore transaction failed {attempts} times in {elapsed:.1f}s "
+                    f"(contended or unavailable): {last}"
+                ) from last
+            log.debug("Firestore transaction attempt %d: %s; again in %.2fs", attempts, last, pause)
+            self._sleep(pause)
+            backoff = min(backoff * 2, MAXIMUM_BACKOFF)
+
+    @property
+    def _retried(self) -> tuple[type[Exception], ...]:
+        """Contention (``ABORTED``; ``ALREADY_EXISTS`` when a racing transaction created the
+        document first) and transient unavailability."""
+        errors = self._errors
+        return (
+            errors.Aborted,
+            errors.AlreadyExists,
+            errors.ServiceUnavailable,
+            errors.DeadlineExceeded,
+            errors.InternalServerError,
+            errors.ResourceExhausted,
+        )
 
     def _error(self, exc: Exception) -> StoreError:
         refused = (
@@ -248,11 +332,12 @@ class FirestoreStore:
                         "owner": "",
                         "lease_until": None,
                         "claims": 0,
+                        "expire_at": None,
                     },
                 )
                 tx.set(route_ref, {"route": route, "open_window": open_id, "updated_at": now})
             data = item.to_dict()
-            data.update(route=route, window_id=open_id, key=item.key, added_at=now)
+            data.update(route=route, window_id=open_id, key=item.key, added_at=now, expire_at=None)
             tx.create(item_ref, data)
             return open_id, True
 
@@ -343,6 +428,17 @@ class FirestoreStore:
     ) -> bool:
         closed_at = self._clock() if now is None else now
         ref = self._windows.document(window_id)
+        current = self.get_window(window_id)
+        if current is None or current.owner != owner:
+            return False
+        if current.state is WindowState.CLOSED:
+            return True
+        if current.state is not WindowState.CLOSING:
+            return False
+        expire_at = _timestamp(closed_at + self.retention_seconds)
+        # The items first: a crash in between leaves the window CLOSING (its next flush closes it
+        # and stamps them again), never a CLOSED window with items that do not expire.
+        self._stamp_items(window_id, expire_at)
 
         def body(tx: Any) -> bool:
             snap = ref.get(transaction=tx)
@@ -362,12 +458,22 @@ class FirestoreStore:
                     "job_name": job_name,
                     "closed_at": closed_at,
                     "lease_until": None,
+                    "expire_at": expire_at,
                 },
             )
             return True
 
         result: bool = self._transact(body)
         return result
+
+    def _stamp_items(self, window_id: str, expire_at: datetime) -> None:
+        query = self._where(self._items, "window_id", "==", window_id).select([])
+        refs = [doc.reference for doc in self._scan(query, page=500)]
+        for start in range(0, len(refs), _WRITE_BATCH):
+            batch = self._client.batch()
+            for item_ref in refs[start : start + _WRITE_BATCH]:
+                batch.update(item_ref, {"expire_at": expire_at})
+            self._call(batch.commit)
 
     def get_window(self, window_id: str) -> Window | None:
         snap = self._call(self._windows.document(window_id).get)
@@ -430,17 +536,33 @@ class FirestoreStore:
         now: float,
         *,
         expect_job_id: str | None = None,
+        expect_revision: int | None = None,
+        lease_seconds: float | None = None,
     ) -> bool:
         ref = self._active.document(check_route(route))
-        record = {"route": route, "job_id": job_id, "job_name": job_name, "started_at": now}
+        lease_until = None if lease_seconds is None else now + lease_seconds
 
         def body(tx: Any) -> bool:
-            if expect_job_id is not None:
-                snap = ref.get(transaction=tx)
-                current = (snap.to_dict() or {}).get("job_id", "") if snap.exists else ""
-                if current != expect_job_id:
-                    return False
-            tx.set(ref, record)
+            snap = ref.get(transaction=tx)
+            current = _active(snap.to_dict()) if snap.exists else None
+            if expect_job_id is not None and (current.job_id if current else "") != expect_job_id:
+                return False
+            if expect_revision is not None and (current.revision if current else 0) != (
+                expect_revision
+            ):
+                return False
+            tx.set(
+                ref,
+                {
+                    "route": route,
+                    "job_id": job_id,
+                    "job_name": job_name,
+                    "started_at": now,
+                    "lease_until": lease_until,
+                    "others": [j for j in (current.others if current else ()) if j != job_id],
+                    "revision": (current.revision if current else 0) + 1,
+                },
+            )
             return True
 
         result: bool = self._transact(body)
@@ -448,24 +570,58 @@ class FirestoreStore:
 
     def get_active(self, route: str) -> ActiveJob | None:
         snap = self._call(self._active.document(check_route(route)).get)
-        if not snap.exists:
-            return None
-        data = snap.to_dict()
-        return ActiveJob(
-            route=data["route"],
-            job_id=data.get("job_id", ""),
-            job_name=data.get("job_name", ""),
-            started_at=float(data.get("started_at") or 0.0),
-        )
+        return _active(snap.to_dict()) if snap.exists else None
+
+    def track_active(self, route: str, job_id: str, job_name: str, now: float) -> None:
+        ref = self._active.document(check_route(route))
+
+        def body(tx: Any) -> None:
+            snap = ref.get(transaction=tx)
+            current = _active(snap.to_dict()) if snap.exists else None
+            if current is None:
+                tx.set(
+                    ref,
+                    {
+                        "route": route,
+                        "job_id": job_id,
+                        "job_name": job_name,
+                        "started_at": now,
+                        "lease_until": None,
+                        "others": [],
+                        "revision": 1,
+                    },
+                )
+            elif job_id != current.job_id and job_id not in current.others:
+                tx.update(ref, {"others": [*current.others, job_id]})
+
+        self._transact(body)
 
     def clear_active(self, route: str, job_id: str) -> bool:
         ref = self._active.document(check_route(route))
 
         def body(tx: Any) -> bool:
             snap = ref.get(transaction=tx)
-            if not snap.exists or (snap.to_dict() or {}).get("job_id") != job_id:
+            current = _active(snap.to_dict()) if snap.exists else None
+            if current is None:
                 return False
-            tx.delete(ref)
+            if job_id in current.others:
+                tx.update(ref, {"others": [j for j in current.others if j != job_id]})
+                return True
+            if job_id != current.job_id:
+                return False
+            if not current.others:
+                tx.delete(ref)
+                return True
+            tx.update(
+                ref,
+                {
+                    "job_id": current.others[0],
+                    "job_name": "",
+                    "lease_until": None,
+                    "others": list(current.others[1:]),
+                    "revision": current.revision + 1,
+                },
+            )
             return True
 
         result: bool = self._transact(body)
@@ -548,17 +704,24 @@ class FirestoreStore:
         )
         return self._decisions_of(query, int(limit), since=since, until=until)
 
-    def purge_expired(self, now: float) -> int:
-        query = self._where(self._decisions, "expire_at", "<=", _timestamp(now))
+    def purge_expired(self, now: float, limit: int = DEFAULT_PURGE_LIMIT) -> int:
+        """Decisions, then window items, then windows (a window's items go first)."""
+        moment = _timestamp(now)
+        budget = max(int(limit), 0)
         deleted = 0
-        while True:
-            docs = self._call(lambda: list(query.limit(_DELETE_BATCH).stream()))
-            if not docs:
-                return deleted
-            batch = self._client.batch()
-            for doc in docs:
-                batch.delete(doc.reference)
-            self._call(batch.commit)
-            deleted += len(docs)
-            if len(docs) < _DELETE_BATCH:
-                return deleted
+        for collection in (self._decisions, self._items, self._windows):
+            expired = self._where(collection, "expire_at", "<=", moment).select([])
+            while deleted < budget:
+                wanted = min(_WRITE_BATCH, budget - deleted)
+                page = expired.limit(wanted)
+                docs = self._call(lambda q=page: list(q.stream()))
+                if not docs:
+                    break
+                batch = self._client.batch()
+                for doc in docs:
+                    batch.delete(doc.reference)
+                self._call(batch.commit)
+                deleted += len(docs)
+                if len(docs) < wanted:
+                    break
+        return deleted
