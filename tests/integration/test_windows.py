@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -55,14 +54,14 @@ routes:
 def make_service(tmp_path, fake_vertex, fake_gcs):
     fake_gcs.create_bucket("win-bucket")
 
-    def make(concurrency="allow", clock=None):
+    def make(concurrency="allow", clock=None, env=None):
         text = CONFIG.format(
             endpoint=fake_vertex.endpoint,
             state_dir=tmp_path / "state",
             template=MNIST_TEMPLATE,
             concurrency=concurrency,
         )
-        config = parse_config(text, source=str(tmp_path / "retrain.yaml"), env={})
+        config = parse_config(text, source=str(tmp_path / "retrain.yaml"), env=env or {})
         kwargs = {"wall_clock": clock} if clock else {}
         return Service.from_config(config, **kwargs)
 
@@ -230,29 +229,22 @@ def test_why_explains_filtered_batched_and_submitted(make_service, fake_vertex):
     assert batched[0]["run_state"] == "PENDING"
 
 
-def test_flush_over_http(monkeypatch, make_service, tmp_path, fake_vertex):
+def test_flush_over_http(make_service, fake_vertex):
     import functions_framework
 
+    from retrain_trigger.service import set_service
     from tests.conftest import REPO
 
-    service = make_service()
+    clock = Clock()
+    service = make_service(clock=clock, env={"RETRAIN_AUTH": "none"})
     service.handle(obj("daily/h/part-0.csv", generation="1"))
-    config_path = tmp_path / "retrain.yaml"
-    config_path.write_text(
-        CONFIG.format(
-            endpoint=fake_vertex.endpoint,
-            state_dir=tmp_path / "state",
-            template=MNIST_TEMPLATE,
-            concurrency="allow",
-        ).replace("quiet_seconds: 60", "quiet_seconds: 1")
-    )
-    monkeypatch.setenv("RETRAIN_CONFIG", str(config_path))
-    monkeypatch.setenv("RETRAIN_AUTH", "none")
+    set_service(service)  # the HTTP function's Service: this configuration, this clock
     app = functions_framework.create_app(
         "retrain_http", str(REPO / "function_http" / "main.py"), "http"
     )
     client = app.test_client()
-    time.sleep(1.1)  # the window is quiet for quiet_seconds
+    assert client.post("/flush", json={}).get_json() == {"flushed": []}  # not quiet yet
+    clock.now += 61  # the window is quiet for quiet_seconds (60)
     answer = client.post("/flush", json={}).get_json()
     assert [d["decision"] for d in answer["flushed"]] == ["submitted"]
     assert len(fake_vertex.jobs) == 1
