@@ -33,10 +33,10 @@ either in the claimed window or in the next one.
 
 **Contention.** Firestore resolves two transactions on one document by delaying or aborting one
 (``ABORTED``), and the client library retries a commit at once
-(https://cloud.google.com/firestore/docs/transaction-data-contention). The emulator instead holds
-the read locks of both and fails them after its lock wait (``ABORTED: Transaction lock timeout``,
-about 2 s; https://github.com/firebase/firebase-tools/issues/6758): retried at once, two racing
-transactions meet again, and ten immediate attempts can all fail. So each attempt here is one
+(https://cloud.google.com/firestore/docs/transaction-data-contention). The emulator instead lets
+both hold their read locks and fails one or both after its lock wait (``ABORTED: Transaction lock
+timeout``, about 2 s; https://github.com/firebase/firebase-tools/issues/6758): retried at once,
+two racing transactions meet again, and ten immediate attempts can all fail. So each attempt here is one
 library attempt, and contention (``ABORTED``, a racing create's ``ALREADY_EXISTS``) and
 transient unavailability are retried with jittered exponential backoff until ``deadline``
 seconds (the submit deadline) have passed; only then is it a (retryable) ``StoreError``.
