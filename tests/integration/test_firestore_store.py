@@ -118,3 +118,35 @@ def test_errors_an_operator_must_fix_are_not_retried(project: str) -> None:
     assert timer.sleeps == []
     with pytest.raises(LookupError, match="its own"):  # what the body raises passes through
         store._transact(failing(1, LookupError("its own")), ref)
+
+
+def test_a_conditional_write_that_lost_a_race_reads_again(project: str) -> None:
+    timer = Timer()
+    store = make_store(project, timer, jitter=0.5, deadline=30)
+    ref = store._client.collection("t").document("d")
+    seen: list[dict[str, Any] | None] = []
+
+    def decide(data: dict[str, Any] | None) -> tuple[Any, str]:
+        seen.append(data)
+        if len(seen) == 1:  # another instance writes between this read and this write
+            ref.set({"holder": "other"})
+        if data is None:
+            return ("put", {"holder": "me"}), "created"
+        return None, f"held by {data['holder']}"
+
+    assert store._conditional(ref, decide) == "held by other"
+    assert seen == [None, {"holder": "other"}]
+    assert timer.sleeps == [0.5 * INITIAL_BACKOFF]
+    assert ref.get().to_dict() == {"holder": "other"}
+
+    seen.clear()
+    ref.set({"holder": "old"})
+
+    def update(data: dict[str, Any] | None) -> tuple[Any, int]:
+        seen.append(data)
+        if len(seen) == 1:
+            ref.update({"holder": "newer"})
+        return ("update", {"holder": f"after {data['holder'] if data else None}"}), len(seen)
+
+    assert store._conditional(ref, update) == 2
+    assert ref.get().to_dict() == {"holder": "after newer"}  # never "after old"

@@ -25,21 +25,26 @@ Windows and window items also carry ``expire_at`` (Timestamp): null while the wi
 closing, set when it closes (close time plus ``retention_seconds``); the items first, then the
 window, so no closed window has an item that never expires.
 
-Transactions (``@firestore.transactional``) guard every read-modify-write. Adding an item reads
-the route document and the item's document and writes the window with ``Increment`` and
-``Maximum`` transforms without reading it, so concurrent additions to one window do not conflict;
-they conflict only with a claim, which moves the route's ``open_window`` pointer, so an event is
-either in the claimed window or in the next one.
+Every read-modify-write is atomic. Those of several documents are transactions
+(``@firestore.transactional``): adding an item reads the route document and the item's document
+and writes the window with ``Increment`` and ``Maximum`` transforms without reading it, so
+concurrent additions to one window do not conflict; they conflict only with a claim, which moves
+the route's ``open_window`` pointer, so an event is either in the claimed window or in the next
+one. Those of one document (the route's run slot, its pending run, a window's manifest and close)
+are conditional writes: read, then create the document on the precondition that it does not
+exist, or update or delete it on the precondition that its update time is the one read; a racing
+writer fails its precondition at once and reads again, and no lock is held in between.
 
 **Contention.** Firestore resolves two transactions on one document by delaying or aborting one
 (``ABORTED``), and the client library retries a commit at once
 (https://cloud.google.com/firestore/docs/transaction-data-contention). The emulator instead lets
 both hold their read locks and fails one or both after its lock wait (``ABORTED: Transaction lock
 timeout``, about 2 s; https://github.com/firebase/firebase-tools/issues/6758): retried at once,
-two racing transactions meet again, and ten immediate attempts can all fail. So each attempt here is one
-library attempt, and contention (``ABORTED``, a racing create's ``ALREADY_EXISTS``) and
-transient unavailability are retried with jittered exponential backoff until ``deadline``
-seconds (the submit deadline) have passed; only then is it a (retryable) ``StoreError``.
+two racing transactions meet again, and ten immediate attempts can all fail. So each attempt here
+is one library attempt; contention (``ABORTED``; a racing create's ``ALREADY_EXISTS``; a failed
+precondition) and transient unavailability are retried with full-jitter exponential backoff until
+``deadline`` seconds (the submit deadline) have passed; only then is it a (retryable)
+``StoreError``.
 
 **No composite index is needed.** Every query is equality filters on single fields (merged from the
 automatic single-field indexes), optionally with a range on the document id: the decision ids
@@ -64,7 +69,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from retrain_trigger.store.base import (
     DEFAULT_DECISION_LIMIT,
@@ -87,6 +92,10 @@ from retrain_trigger.store.base import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# A conditional write's change: ("put", every field), ("update", some fields), ("delete", {}).
+Change = tuple[Literal["put", "update", "delete"], dict[str, Any]]
 
 DEFAULT_PREFIX = "retrain_"
 # How long a contended transaction is retried (the default submit deadline).
@@ -217,36 +226,80 @@ class FirestoreStore:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _transact(self, body: Callable[..., Any], *args: Any) -> Any:
-        """Runs ``body(transaction, *args)`` in a read-write transaction.
-
-        Contention and transient errors are retried with jittered exponential backoff until
-        ``deadline`` seconds have passed (see "Contention" above); errors an operator must fix
-        raise :class:`StoreError` at once, and so does anything ``body`` raises itself.
-        """
+        """Runs ``body(transaction, *args)`` in a read-write transaction, one library attempt at
+        a time, under :meth:`_retrying`. Anything ``body`` raises itself passes through."""
         run = self._fs.transactional(body)
+        return self._retrying(
+            lambda: run(self._client.transaction(max_attempts=1), *args), "transaction"
+        )
+
+    def _conditional(
+        self, ref: Any, decide: Callable[[dict[str, Any] | None], tuple[Change | None, T]]
+    ) -> T:
+        """A read-modify-write of one document without a transaction: read it, let ``decide``
+        turn its data (``None``: no document) into a change and a result, and write the change
+        only if the document is as it was read: created if it did not exist, otherwise updated or
+        deleted on the precondition that its update time is the one read
+        (https://cloud.google.com/firestore/docs/reference/rest/v1/Precondition). Two writers
+        racing hold no locks: one succeeds, the other's precondition fails at once and it reads
+        again (under :meth:`_retrying`). Anything ``decide`` raises passes through.
+        """
+
+        def attempt() -> T:
+            snap = ref.get()
+            change, result = decide(snap.to_dict() if snap.exists else None)
+            if change is None:
+                return result
+            kind, fields = change
+            if not snap.exists:
+                if kind != "put":
+                    raise LookupError(f"no document {ref.path} to {kind}")
+                ref.create(fields)
+                return result
+            unchanged = self._client.write_option(last_update_time=snap.update_time)
+            if kind == "delete":
+                ref.delete(option=unchanged)
+            else:  # "put" writes every field of the document, "update" the fields given
+                ref.update(fields, option=unchanged)
+            return result
+
+        errors = self._errors
+        return self._retrying(
+            attempt,
+            "conditional write",
+            conflicts=(errors.FailedPrecondition, errors.AlreadyExists, errors.NotFound),
+        )
+
+    def _retrying(
+        self, attempt: Callable[[], T], what: str, conflicts: tuple[type[Exception], ...] = ()
+    ) -> T:
+        """``attempt()`` until it succeeds; contention (``conflicts`` too), and transient errors
+        are retried with full-jitter exponential backoff until ``deadline`` seconds have passed
+        (see "Contention" above); errors an operator must fix raise :class:`StoreError` at once.
+        """
         started = self._monotonic()
         backoff = INITIAL_BACKOFF
         attempts = 0
         while True:
             attempts += 1
             try:
-                return run(self._client.transaction(max_attempts=1), *args)
+                return attempt()
             except ValueError as exc:  # the library's "Failed to commit transaction in 1 attempts"
                 if not isinstance(exc.__cause__, self._errors.Aborted):
                     raise
                 last: Exception = exc.__cause__
             except self._errors.GoogleAPICallError as exc:
-                if not isinstance(exc, self._retried):
+                if not isinstance(exc, self._retried + conflicts):
                     raise self._error(exc) from exc
                 last = exc
             pause = self._jitter() * backoff
             elapsed = self._monotonic() - started
             if elapsed + pause >= self.deadline:
                 raise StoreError(
-                    f"Firestore transaction failed {attempts} times in {elapsed:.1f}s "
+                    f"Firestore {what} failed {attempts} times in {elapsed:.1f}s "
                     f"(contended or unavailable): {last}"
                 ) from last
-            log.debug("Firestore transaction attempt %d: %s; again in %.2fs", attempts, last, pause)
+            log.debug("Firestore %s attempt %d: %s; again in %.2fs", what, attempts, last, pause)
             self._sleep(pause)
             backoff = min(backoff * 2, MAXIMUM_BACKOFF)
 
@@ -407,21 +460,18 @@ class FirestoreStore:
             raise ValueError("a window manifest needs a run key and a job id")
         ref = self._windows.document(window_id)
 
-        def body(tx: Any) -> Window:
-            snap = ref.get(transaction=tx)
-            if not snap.exists:
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, Window]:
+            if data is None:
                 raise LookupError(f"no window {window_id!r}")
-            window = _window(snap.id, snap.to_dict())
+            window = _window(window_id, data)
             if window.state is WindowState.OPEN:
                 raise ValueError(f"window {window_id!r} is OPEN: claim it first")
             if window.run_key or window.state is not WindowState.CLOSING:
-                return window
+                return None, window
             changes = {"manifest_uri": manifest_uri, "run_key": run_key, "job_id": job_id}
-            tx.update(ref, changes)
-            return _window(snap.id, {**snap.to_dict(), **changes})
+            return ("update", changes), _window(window_id, {**data, **changes})
 
-        result: Window = self._transact(body)
-        return result
+        return self._conditional(ref, decide)
 
     def close_window(
         self, window_id: str, owner: str, job_name: str, now: float | None = None
@@ -440,31 +490,26 @@ class FirestoreStore:
         # and stamps them again), never a CLOSED window with items that do not expire.
         self._stamp_items(window_id, expire_at)
 
-        def body(tx: Any) -> bool:
-            snap = ref.get(transaction=tx)
-            if not snap.exists:
-                return False
-            window = _window(snap.id, snap.to_dict())
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, bool]:
+            if data is None:
+                return None, False
+            window = _window(window_id, data)
             if window.owner != owner:
-                return False
+                return None, False
             if window.state is WindowState.CLOSED:
-                return True
+                return None, True
             if window.state is not WindowState.CLOSING:
-                return False
-            tx.update(
-                ref,
-                {
-                    "state": str(WindowState.CLOSED),
-                    "job_name": job_name,
-                    "closed_at": closed_at,
-                    "lease_until": None,
-                    "expire_at": expire_at,
-                },
-            )
-            return True
+                return None, False
+            changes = {
+                "state": str(WindowState.CLOSED),
+                "job_name": job_name,
+                "closed_at": closed_at,
+                "lease_until": None,
+                "expire_at": expire_at,
+            }
+            return ("update", changes), True
 
-        result: bool = self._transact(body)
-        return result
+        return self._conditional(ref, decide)
 
     def _stamp_items(self, window_id: str, expire_at: datetime) -> None:
         query = self._where(self._items, "window_id", "==", window_id).select([])
@@ -493,36 +538,27 @@ class FirestoreStore:
         self, route: str, request_json: str, run_key: str, now: float
     ) -> Pending | None:
         ref = self._pending.document(check_route(route))
+        record = {
+            "route": route,
+            "run_key": run_key,
+            "request_json": request_json,
+            "queued_at": now,
+        }
 
-        def body(tx: Any) -> Pending | None:
-            snap = ref.get(transaction=tx)
-            previous = _pending(snap.to_dict()) if snap.exists else None
-            tx.set(
-                ref,
-                {
-                    "route": route,
-                    "run_key": run_key,
-                    "request_json": request_json,
-                    "queued_at": now,
-                },
-            )
-            return previous
+        def decide(data: dict[str, Any] | None) -> tuple[Change, Pending | None]:
+            return ("put", record), _pending(data)
 
-        result: Pending | None = self._transact(body)
-        return result
+        return self._conditional(ref, decide)
 
     def take_pending(self, route: str) -> Pending | None:
         ref = self._pending.document(check_route(route))
 
-        def body(tx: Any) -> Pending | None:
-            snap = ref.get(transaction=tx)
-            if not snap.exists:
-                return None
-            tx.delete(ref)
-            return _pending(snap.to_dict())
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, Pending | None]:
+            if data is None:
+                return None, None
+            return ("delete", {}), _pending(data)
 
-        result: Pending | None = self._transact(body)
-        return result
+        return self._conditional(ref, decide)
 
     def get_pending(self, route: str) -> Pending | None:
         snap = self._call(self._pending.document(check_route(route)).get)
@@ -542,31 +578,26 @@ class FirestoreStore:
         ref = self._active.document(check_route(route))
         lease_until = None if lease_seconds is None else now + lease_seconds
 
-        def body(tx: Any) -> bool:
-            snap = ref.get(transaction=tx)
-            current = _active(snap.to_dict()) if snap.exists else None
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, bool]:
+            current = _active(data)
             if expect_job_id is not None and (current.job_id if current else "") != expect_job_id:
-                return False
+                return None, False
             if expect_revision is not None and (current.revision if current else 0) != (
                 expect_revision
             ):
-                return False
-            tx.set(
-                ref,
-                {
-                    "route": route,
-                    "job_id": job_id,
-                    "job_name": job_name,
-                    "started_at": now,
-                    "lease_until": lease_until,
-                    "others": [j for j in (current.others if current else ()) if j != job_id],
-                    "revision": (current.revision if current else 0) + 1,
-                },
-            )
-            return True
+                return None, False
+            record = {
+                "route": route,
+                "job_id": job_id,
+                "job_name": job_name,
+                "started_at": now,
+                "lease_until": lease_until,
+                "others": [j for j in (current.others if current else ()) if j != job_id],
+                "revision": (current.revision if current else 0) + 1,
+            }
+            return ("put", record), True
 
-        result: bool = self._transact(body)
-        return result
+        return self._conditional(ref, decide)
 
     def get_active(self, route: str) -> ActiveJob | None:
         snap = self._call(self._active.document(check_route(route)).get)
@@ -575,57 +606,48 @@ class FirestoreStore:
     def track_active(self, route: str, job_id: str, job_name: str, now: float) -> None:
         ref = self._active.document(check_route(route))
 
-        def body(tx: Any) -> None:
-            snap = ref.get(transaction=tx)
-            current = _active(snap.to_dict()) if snap.exists else None
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, None]:
+            current = _active(data)
             if current is None:
-                tx.set(
-                    ref,
-                    {
-                        "route": route,
-                        "job_id": job_id,
-                        "job_name": job_name,
-                        "started_at": now,
-                        "lease_until": None,
-                        "others": [],
-                        "revision": 1,
-                    },
-                )
-            elif job_id != current.job_id and job_id not in current.others:
-                tx.update(ref, {"others": [*current.others, job_id]})
+                record = {
+                    "route": route,
+                    "job_id": job_id,
+                    "job_name": job_name,
+                    "started_at": now,
+                    "lease_until": None,
+                    "others": [],
+                    "revision": 1,
+                }
+                return ("put", record), None
+            if job_id == current.job_id or job_id in current.others:
+                return None, None
+            return ("update", {"others": [*current.others, job_id]}), None
 
-        self._transact(body)
+        self._conditional(ref, decide)
 
     def clear_active(self, route: str, job_id: str) -> bool:
         ref = self._active.document(check_route(route))
 
-        def body(tx: Any) -> bool:
-            snap = ref.get(transaction=tx)
-            current = _active(snap.to_dict()) if snap.exists else None
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, bool]:
+            current = _active(data)
             if current is None:
-                return False
+                return None, False
             if job_id in current.others:
-                tx.update(ref, {"others": [j for j in current.others if j != job_id]})
-                return True
+                return ("update", {"others": [j for j in current.others if j != job_id]}), True
             if job_id != current.job_id:
-                return False
+                return None, False
             if not current.others:
-                tx.delete(ref)
-                return True
-            tx.update(
-                ref,
-                {
-                    "job_id": current.others[0],
-                    "job_name": "",
-                    "lease_until": None,
-                    "others": list(current.others[1:]),
-                    "revision": current.revision + 1,
-                },
-            )
-            return True
+                return ("delete", {}), True
+            promoted = {
+                "job_id": current.others[0],
+                "job_name": "",
+                "lease_until": None,
+                "others": list(current.others[1:]),
+                "revision": current.revision + 1,
+            }
+            return ("update", promoted), True
 
-        result: bool = self._transact(body)
-        return result
+        return self._conditional(ref, decide)
 
     # -- decision history --------------------------------------------------------------------
 
