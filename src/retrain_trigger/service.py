@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrain_trigger import rules
 from retrain_trigger.config import Config, Route, load_config
@@ -26,6 +26,9 @@ from retrain_trigger.errors import (
 )
 from retrain_trigger.model import Decision, Outcome, RunRequest, Trigger
 from retrain_trigger.spec import PipelineTemplate, TemplateCache
+
+if TYPE_CHECKING:
+    from retrain_trigger.store import ActiveJob
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +353,9 @@ class Service:
             code="slot_taken_over",
         )
 
-    def _blocking(self, route: Route, active: Any, job_id: str, now: float) -> tuple[str, str]:
+    def _blocking(
+        self, route: Route, active: ActiveJob, job_id: str, now: float
+    ) -> tuple[str, str]:
         """The job that keeps ``job_id`` from starting now and whether it is ``starting`` or
         ``running``; ``("", "")`` when nothing does.
 
@@ -359,14 +364,14 @@ class Service:
         """
         if active.job_id and active.job_id != job_id:
             if active.reservation_valid(now):
-                return str(active.job_id), "starting"  # its create has not been answered yet
+                return active.job_id, "starting"  # its create has not been answered yet
             if self._job_active(active.job_id):
-                return str(active.job_id), "running"
+                return active.job_id, "running"
         for other in active.others:
             if other == job_id:
                 continue
             if self._job_active(other):
-                return str(other), "running"
+                return other, "running"
             self.store.clear_active(route.name, other)
         return "", ""
 

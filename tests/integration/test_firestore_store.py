@@ -150,3 +150,20 @@ def test_a_conditional_write_that_lost_a_race_reads_again(project: str) -> None:
 
     assert store._conditional(ref, update) == 2
     assert ref.get().to_dict() == {"holder": "after newer"}  # never "after old"
+
+
+def test_an_object_whose_window_ttl_deleted_first_is_still_a_duplicate(project: str) -> None:
+    """TTL policies delete in no particular order: an object's window may go before it."""
+    from retrain_trigger.store import WindowItem, WindowState
+
+    store = FirestoreStore(project=project)
+    item = WindowItem(bucket="b", object="data/a.csv", generation="1")
+    first = store.add_to_window("mnist", item, 1_800_000_000.0)
+    store._windows.document(first.window_id).delete()  # what the TTL policy does
+
+    again = store.add_to_window("mnist", item, 1_800_000_100.0)
+    assert (again.added, again.window_id, again.state) == (
+        False,
+        first.window_id,
+        WindowState.CLOSED,
+    )

@@ -25,13 +25,13 @@ Windows and window items also carry ``expire_at`` (Timestamp): null while the wi
 closing, set when it closes (close time plus ``retention_seconds``); the items first, then the
 window, so no closed window has an item that never expires.
 
-Every read-modify-write is atomic. Those of several documents are transactions
-(``@firestore.transactional``): adding an item reads the route document and the item's document
-and writes the window with ``Increment`` and ``Maximum`` transforms without reading it, so
-concurrent additions to one window do not conflict; they conflict only with a claim, which moves
-the route's ``open_window`` pointer, so an event is either in the claimed window or in the next
-one. Those of one document (the route's run slot, its pending run, a window's manifest and close)
-are conditional writes: read, then create the document on the precondition that it does not
+Every read-modify-write is atomic. Adding an item to an open window and claiming a window are
+transactions (``@firestore.transactional``): adding an item reads the route document and the
+item's document and writes the window with ``Increment`` and ``Maximum`` transforms without
+reading it, so concurrent additions to one window do not conflict; they conflict only with a
+claim, which moves the route's ``open_window`` pointer, so an event is either in the claimed
+window or in the next one. Opening a window, and the changes of one document (the route's run
+slot, its pending run, a window's manifest and close), are conditional writes: read, then create the document on the precondition that it does not
 exist, or update or delete it on the precondition that its update time is the one read; a racing
 writer fails its precondition at once and reads again, and no lock is held in between.
 
@@ -352,52 +352,82 @@ class FirestoreStore:
     # -- windows -----------------------------------------------------------------------------
 
     def add_to_window(self, route: str, item: WindowItem, now: float) -> WindowInfo:
+        """Joins the route's open window in a transaction. When the route has none, the
+        transaction writes nothing and a conditional write opens one: the window and the item
+        are created, and the route's pointer written on the precondition that the route is as
+        the transaction read it. Of instances racing to open a window, one wins at once and the
+        others join it; none holds a lock on the route while the others wait for it."""
         check_route(route)
         route_ref = self._routes.document(route)
         item_ref = self._items.document(item_doc_id(route, item.key))
         fs = self._fs
 
-        def body(tx: Any) -> tuple[str, bool]:
+        def record(window_id: str) -> dict[str, Any]:
+            data = item.to_dict()
+            data.update(
+                route=route, window_id=window_id, key=item.key, added_at=now, expire_at=None
+            )
+            return data
+
+        def new_window() -> dict[str, Any]:
+            return {
+                "route": route,
+                "state": str(WindowState.OPEN),
+                "opened_at": now,
+                "last_event_at": now,
+                "count": 1,
+                "owner": "",
+                "lease_until": None,
+                "claims": 0,
+                "expire_at": None,
+            }
+
+        def body(tx: Any) -> tuple[str, bool, Any]:
+            """(window id, added, None), or ("", False, the route's snapshot) when the route has
+            no open window: then nothing is written here (see ``attempt``)."""
             refs = [route_ref, item_ref]
             snaps = {s.reference.path: s for s in self._client.get_all(refs, transaction=tx)}
-            held = snaps.get(item_ref.path)
-            if held is not None and held.exists:
-                return held.to_dict()["window_id"], False
-            route_snap = snaps.get(route_ref.path)
-            open_id = ""
-            if route_snap is not None and route_snap.exists:
-                open_id = (route_snap.to_dict() or {}).get("open_window") or ""
-            if open_id:
-                tx.update(
-                    self._windows.document(open_id),
-                    {"count": fs.Increment(1), "last_event_at": fs.Maximum(now)},
-                )
+            held = snaps[item_ref.path]
+            if held.exists:
+                return str(held.to_dict()["window_id"]), False, None
+            route_snap = snaps[route_ref.path]
+            open_id = (route_snap.to_dict() or {}).get("open_window") if route_snap.exists else ""
+            if not open_id:
+                return "", False, route_snap
+            tx.update(
+                self._windows.document(open_id),
+                {"count": fs.Increment(1), "last_event_at": fs.Maximum(now)},
+            )
+            tx.create(item_ref, record(open_id))
+            return str(open_id), True, None
+
+        def attempt() -> tuple[str, bool]:
+            run = self._fs.transactional(body)
+            window_id, added, route_snap = run(self._client.transaction(max_attempts=1))
+            if route_snap is None:
+                return window_id, added
+            open_id = new_window_id(route, now)
+            pointer = {"route": route, "open_window": open_id, "updated_at": now}
+            batch = self._client.batch()
+            batch.create(self._windows.document(open_id), new_window())
+            batch.create(item_ref, record(open_id))
+            if route_snap.exists:
+                unchanged = self._client.write_option(last_update_time=route_snap.update_time)
+                batch.update(route_ref, pointer, option=unchanged)
             else:
-                open_id = new_window_id(route, now)
-                tx.create(
-                    self._windows.document(open_id),
-                    {
-                        "route": route,
-                        "state": str(WindowState.OPEN),
-                        "opened_at": now,
-                        "last_event_at": now,
-                        "count": 1,
-                        "owner": "",
-                        "lease_until": None,
-                        "claims": 0,
-                        "expire_at": None,
-                    },
-                )
-                tx.set(route_ref, {"route": route, "open_window": open_id, "updated_at": now})
-            data = item.to_dict()
-            data.update(route=route, window_id=open_id, key=item.key, added_at=now, expire_at=None)
-            tx.create(item_ref, data)
+                batch.create(route_ref, pointer)
+            batch.commit()
             return open_id, True
 
-        window_id, added = self._transact(body)
+        errors = self._errors
+        window_id, added = self._retrying(
+            attempt,
+            "window add",
+            conflicts=(errors.FailedPrecondition, errors.AlreadyExists, errors.NotFound),
+        )
         window = self.get_window(window_id)
-        if window is None:  # pragma: no cover - windows are never deleted
-            raise StoreError(f"window {window_id!r} vanished")
+        if window is None:  # its items expired with it; TTL deleted the window first
+            return WindowInfo(window_id, route, WindowState.CLOSED, 0, 0.0, 0.0, added=False)
         return window.info(added=added)
 
     def due_windows(
