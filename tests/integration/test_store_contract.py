@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -275,6 +276,37 @@ def test_concurrent_events_all_land_in_one_window(store: StateStore, twin: State
     window = store.get_window(ids.pop())
     assert window is not None and window.count == 16
     assert len(store.window_items(window.window_id)) == 16
+
+
+def test_no_event_joins_a_window_after_its_claim(store: StateStore, twin: StateStore) -> None:
+    """Events keep arriving while another instance claims the window: each lands either in the
+    claimed window, before the claim, or in the next one, never in the claimed one after it."""
+    claimed: dict[str, Any] = {}
+
+    def add(_: int) -> None:
+        for n in range(40):
+            store.add_to_window("mnist", item(f"busy-{n:02d}.csv"), T0 + n)
+
+    def claim(_: int) -> None:
+        deadline = time.monotonic() + 60
+        while not (open_windows := twin.list_windows("mnist", WindowState.OPEN)) or (
+            open_windows[0].count < 5
+        ):  # poll until some events are in the open window
+            assert time.monotonic() < deadline, "no open window with events after 60 s"
+            time.sleep(0.005)
+        window = twin.claim_window(open_windows[0].window_id, "flush", T0 + 100, 60)
+        assert window is not None
+        claimed["id"] = window.window_id
+        claimed["items"] = [i.object for i in twin.window_items(window.window_id)]
+
+    in_threads(2, lambda i: (add, claim)[i](i))
+
+    windows = store.list_windows("mnist")
+    assert windows[0].window_id == claimed["id"]
+    assert [i.object for i in store.window_items(claimed["id"])] == claimed["items"]
+    everything = [i.object for w in windows for i in store.window_items(w.window_id)]
+    assert sorted(everything) == [f"data/2026-11-27/busy-{n:02d}.csv" for n in range(40)]
+    assert [w.count for w in windows] == [len(store.window_items(w.window_id)) for w in windows]
 
 
 # --------------------------------------------------------------------------- concurrency

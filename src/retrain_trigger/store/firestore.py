@@ -25,13 +25,13 @@ Windows and window items also carry ``expire_at`` (Timestamp): null while the wi
 closing, set when it closes (close time plus ``retention_seconds``); the items first, then the
 window, so no closed window has an item that never expires.
 
-Every read-modify-write is atomic. Adding an item to an open window and claiming a window are
-transactions (``@firestore.transactional``): adding an item reads the route document and the
-item's document and writes the window with ``Increment`` and ``Maximum`` transforms without
-reading it, so concurrent additions to one window do not conflict; they conflict only with a
-claim, which moves the route's ``open_window`` pointer, so an event is either in the claimed
-window or in the next one. Opening a window, and the changes of one document (the route's run
-slot, its pending run, a window's manifest and close), are conditional writes: read, then create the document on the precondition that it does not
+Every read-modify-write is atomic. Adding an item to an open window is a transaction
+(``@firestore.transactional``): it reads the route document and the item's document and writes
+the window with ``Increment`` and ``Maximum`` transforms without reading it, so concurrent
+additions to one window do not conflict; they conflict only with a claim, which moves the route's
+``open_window`` pointer, so an event is either in the claimed window or in the next one. Opening
+a window, claiming one, and the changes of one document (the route's run slot, its pending run,
+a window's manifest and close), are conditional writes: read, then create the document on the precondition that it does not
 exist, or update or delete it on the precondition that its update time is the one read; a racing
 writer fails its precondition at once and reads again, and no lock is held in between.
 
@@ -445,23 +445,26 @@ class FirestoreStore:
     def claim_window(
         self, window_id: str, owner: str, now: float, lease_seconds: float
     ) -> Window | None:
+        """A conditional write. An OPEN window is claimed together with its route's pointer,
+        on the precondition that the route is unchanged: every claim of an OPEN window moves
+        that pointer, additions never do, so a racing claim fails it while additions (which
+        write the window) do not hold the claim up. A CLOSING window (its lease expired, or a
+        renewal) is claimed on the precondition that the window itself is unchanged."""
         if not owner:
             raise ValueError("a window claim needs an owner")
         ref = self._windows.document(window_id)
 
-        def body(tx: Any) -> Window | None:
-            snap = ref.get(transaction=tx)
+        def attempt() -> bool:
+            snap = ref.get()
             if not snap.exists:
-                return None
+                return False
             window = _window(snap.id, snap.to_dict())
-            route_ref = self._routes.document(window.route)
-            route_snap = route_ref.get(transaction=tx)
             if window.state is WindowState.CLOSED:
-                return None
+                return False
             if window.state is WindowState.CLOSING and not (
                 window.owner == owner or window.lease_expired(now)
             ):
-                return None
+                return False
             changes = {
                 "state": str(WindowState.CLOSING),
                 "owner": owner,
@@ -469,13 +472,33 @@ class FirestoreStore:
                 "claimed_at": now,
                 "claims": window.claims + 1,
             }
-            tx.update(ref, changes)
-            if route_snap.exists and (route_snap.to_dict() or {}).get("open_window") == window_id:
-                tx.update(route_ref, {"open_window": "", "updated_at": now})
-            return _window(snap.id, {**snap.to_dict(), **changes})
+            route_ref = self._routes.document(window.route)
+            route_snap = route_ref.get()
+            points_here = (
+                route_snap.exists and (route_snap.to_dict() or {}).get("open_window") == window_id
+            )
+            if window.state is WindowState.OPEN and points_here:
+                batch = self._client.batch()
+                batch.update(ref, changes)
+                batch.update(
+                    route_ref,
+                    {"open_window": "", "updated_at": now},
+                    option=self._client.write_option(last_update_time=route_snap.update_time),
+                )
+                batch.commit()
+            else:
+                ref.update(
+                    changes, option=self._client.write_option(last_update_time=snap.update_time)
+                )
+            return True
 
-        result: Window | None = self._transact(body)
-        return result
+        errors = self._errors
+        claimed = self._retrying(
+            attempt,
+            "window claim",
+            conflicts=(errors.FailedPrecondition, errors.NotFound),
+        )
+        return self.get_window(window_id) if claimed else None
 
     def window_items(self, window_id: str) -> list[WindowItem]:
         query = self._where(self._items, "window_id", "==", window_id)
