@@ -48,6 +48,11 @@ def make_store(project: str, timer: Timer, *, jitter: float, deadline: float) ->
     )
 
 
+def transact(store: FirestoreStore, body: Any, ref: Any) -> Any:
+    """``body`` in transactions, retried as the store retries them."""
+    return store._retrying(lambda: store._in_transaction(body, ref), "transaction")
+
+
 def failing(times: int, error: Exception) -> Any:
     """A transaction body that fails ``times`` times, then writes a document."""
     calls: list[int] = []
@@ -71,7 +76,7 @@ def test_contention_is_retried_with_jittered_exponential_backoff(project: str) -
     ref = store._client.collection("t").document("d")
 
     body = failing(6, exceptions.Aborted("Transaction lock timeout."))
-    assert store._transact(body, ref) == 7
+    assert transact(store, body, ref) == 7
 
     assert timer.sleeps == [0.5 * min(INITIAL_BACKOFF * 2**n, MAXIMUM_BACKOFF) for n in range(6)]
     assert ref.get().to_dict() == {"attempts": 7}
@@ -84,8 +89,8 @@ def test_a_racing_create_and_unavailability_are_retried_too(project: str) -> Non
     store = make_store(project, timer, jitter=1.0, deadline=30)
     ref = store._client.collection("t").document("d")
 
-    assert store._transact(failing(1, exceptions.AlreadyExists("exists")), ref) == 2
-    assert store._transact(failing(2, exceptions.ServiceUnavailable("down")), ref) == 3
+    assert transact(store, failing(1, exceptions.AlreadyExists("exists")), ref) == 2
+    assert transact(store, failing(2, exceptions.ServiceUnavailable("down")), ref) == 3
     assert len(timer.sleeps) == 3
 
 
@@ -97,9 +102,9 @@ def test_contention_past_the_deadline_is_a_retryable_store_error(project: str) -
     ref = store._client.collection("t").document("d")
 
     with pytest.raises(
-        StoreError, match=r"failed 3 times in 1\.5s \(contended or unavailable\)"
+        StoreError, match=r"transaction failed 3 times in 1\.5s \(contended or unavailable\)"
     ) as raised:
-        store._transact(failing(100, exceptions.Aborted("Transaction lock timeout.")), ref)
+        transact(store, failing(100, exceptions.Aborted("Transaction lock timeout.")), ref)
     assert timer.sleeps == [0.5, 1.0]  # the next pause (2 s) would end past the deadline
     assert raised.value.retryable and raised.value.status == 503
     assert not ref.get().exists
@@ -113,11 +118,11 @@ def test_errors_an_operator_must_fix_are_not_retried(project: str) -> None:
     ref = store._client.collection("t").document("d")
 
     with pytest.raises(StoreError, match="Firestore: 403 no access") as raised:
-        store._transact(failing(1, exceptions.PermissionDenied("no access")), ref)
+        transact(store, failing(1, exceptions.PermissionDenied("no access")), ref)
     assert not raised.value.retryable
     assert timer.sleeps == []
     with pytest.raises(LookupError, match="its own"):  # what the body raises passes through
-        store._transact(failing(1, LookupError("its own")), ref)
+        transact(store, failing(1, LookupError("its own")), ref)
 
 
 def test_a_conditional_write_that_lost_a_race_reads_again(project: str) -> None:

@@ -225,13 +225,12 @@ class FirestoreStore:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _transact(self, body: Callable[..., Any], *args: Any) -> Any:
-        """Runs ``body(transaction, *args)`` in a read-write transaction, one library attempt at
-        a time, under :meth:`_retrying`. Anything ``body`` raises itself passes through."""
+    def _in_transaction(self, body: Callable[..., T], *args: Any) -> T:
+        """``body(transaction, *args)`` in a read-write transaction: one library attempt, so
+        that contention comes back to :meth:`_retrying` and its backoff."""
         run = self._fs.transactional(body)
-        return self._retrying(
-            lambda: run(self._client.transaction(max_attempts=1), *args), "transaction"
-        )
+        result: T = run(self._client.transaction(max_attempts=1), *args)
+        return result
 
     def _conditional(
         self, ref: Any, decide: Callable[[dict[str, Any] | None], tuple[Change | None, T]]
@@ -402,8 +401,7 @@ class FirestoreStore:
             return str(open_id), True, None
 
         def attempt() -> tuple[str, bool]:
-            run = self._fs.transactional(body)
-            window_id, added, route_snap = run(self._client.transaction(max_attempts=1))
+            window_id, added, route_snap = self._in_transaction(body)
             if route_snap is None:
                 return window_id, added
             open_id = new_window_id(route, now)
