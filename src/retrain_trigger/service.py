@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrain_trigger import rules
 from retrain_trigger.config import Config, Route, load_config
@@ -27,7 +27,22 @@ from retrain_trigger.errors import (
 from retrain_trigger.model import Decision, Outcome, RunRequest, Trigger
 from retrain_trigger.spec import PipelineTemplate, TemplateCache
 
+if TYPE_CHECKING:
+    from retrain_trigger.store import ActiveJob
+
 log = logging.getLogger(__name__)
+
+# Compare-and-set attempts to reserve a route's run slot before giving up (retryable).
+RESERVE_ATTEMPTS = 8
+
+
+def lease_seconds(config: Config) -> float:
+    """How long a claim (a batch window's flush, a route's run-slot reservation) holds.
+
+    It covers what happens before the claim is answered: reading the template and creating the
+    run, each bounded by ``submit_deadline_seconds``, plus the store's writes; at least a minute.
+    """
+    return max(60.0, 3.0 * config.submit_deadline_seconds)
 
 
 class Service:
@@ -251,50 +266,136 @@ class Service:
         return self._submit_exclusive(route, request)
 
     def _submit_exclusive(self, route: Route, request: RunRequest) -> Decision:
-        """``skip_if_running`` / ``queue_latest``: one active run per route, reserved atomically."""
+        """``skip_if_running`` / ``queue_latest``: one run per route at a time.
+
+        The slot is *reserved* by compare-and-set (on the record's revision) before the create
+        is sent, with a lease of :func:`lease_seconds`: until the create has been answered, or
+        the lease has expired, the reservation blocks every other change (the backend may not
+        know the job yet: its 404 means "still starting"). The answered create replaces the
+        reservation by compare-and-set; if that fails, the slot was taken over after the lease
+        expired: the decision says so, a warning is logged, and the run stays tracked.
+        """
         from retrain_trigger.store import StoreError
 
         store = self.store
-        for _ in range(5):
+        for _ in range(RESERVE_ATTEMPTS):
             now = self._now()
             active = store.get_active(route.name)
-            expected = ""
-            if active is not None and active.job_id != request.job_id:
-                if self._running(active.job_id):
-                    return self._hold(route, request, active.job_id, now)
-                expected = active.job_id
-            elif active is not None:
-                expected = active.job_id  # the same run again: a duplicate, let the backend say so
-            if store.set_active(route.name, request.job_id, "", now, expect_job_id=expected):
+            if active is not None:
+                blocking, state = self._blocking(route, active, request.job_id, now)
+                if blocking:
+                    return self._hold(route, request, blocking, state, now)
+            if store.set_active(
+                route.name,
+                request.job_id,
+                "",
+                now,
+                expect_revision=active.revision if active else 0,
+                lease_seconds=lease_seconds(self.config),
+            ):
                 break
+            log.info(
+                "route %s: its run slot changed while reserving it; reading it again", route.name
+            )
         else:
             raise StoreError(f"route {route.name}: could not reserve its run slot (contended)")
         try:
             decision = self._submit(request)
+        except SubmitError as exc:
+            if exc.retryable and not isinstance(exc, TemplateError):
+                # The create may have started the run although its answer was lost: the
+                # reservation holds until its lease expires (a redelivery of this very change
+                # goes ahead; others wait, then Vertex is asked).
+                log.warning(
+                    "route %s: the create of %s failed (%s); its reservation holds until it "
+                    "expires in %.0fs",
+                    route.name,
+                    request.job_id,
+                    exc,
+                    lease_seconds(self.config),
+                )
+            else:
+                store.clear_active(route.name, request.job_id)
+            raise
         except BaseException:
             store.clear_active(route.name, request.job_id)
             raise
-        store.set_active(
+        if store.set_active(
             route.name, request.job_id, decision.job_name, self._now(), expect_job_id=request.job_id
-        )
-        return decision
+        ):
+            return decision
+        return self._slot_lost(route, request, decision)
 
-    def _running(self, job_id: str) -> bool:
+    def _slot_lost(self, route: Route, request: RunRequest, decision: Decision) -> Decision:
+        """The run was submitted, but its reservation had expired and another run took the
+        slot: keep tracking it next to that one, and say so."""
+        store = self.store
+        holder = store.get_active(route.name)
+        store.track_active(route.name, request.job_id, decision.job_name, self._now())
+        taken_by = holder.job_id if holder is not None and holder.job_id else "nobody"
+        log.warning(
+            "route %s: run slot taken over by %s while %s was being created (its reservation "
+            "lease of %.0fs expired); %s was %s and stays tracked next to it",
+            route.name,
+            taken_by,
+            request.job_id,
+            lease_seconds(self.config),
+            request.job_id,
+            decision.outcome,
+        )
+        reason = (
+            f"the route's run slot was taken over by {taken_by} while this run was being "
+            "created (its reservation lease expired); both runs are tracked"
+        )
+        return dataclasses.replace(
+            decision,
+            reason=f"{decision.reason}; {reason}" if decision.reason else reason,
+            code="slot_taken_over",
+        )
+
+    def _blocking(
+        self, route: Route, active: ActiveJob, job_id: str, now: float
+    ) -> tuple[str, str]:
+        """The job that keeps ``job_id`` from starting now and whether it is ``starting`` or
+        ``running``; ``("", "")`` when nothing does.
+
+        A reservation within its lease blocks whatever the backend says. Other runs block while
+        the backend reports them active; tracked runs that ended are forgotten.
+        """
+        if active.job_id and active.job_id != job_id:
+            if active.reservation_valid(now):
+                return active.job_id, "starting"  # its create has not been answered yet
+            if self._job_active(active.job_id):
+                return active.job_id, "running"
+        for other in active.others:
+            if other == job_id:
+                continue
+            if self._job_active(other):
+                return other, "running"
+            self.store.clear_active(route.name, other)
+        return "", ""
+
+    def _job_active(self, job_id: str) -> bool:
+        """Whether the backend reports the job active; a job it does not know is not."""
         try:
             return bool(self.backend.get(job_id).active)
         except KeyError:
             return False
 
-    def _hold(self, route: Route, request: RunRequest, active_job: str, now: float) -> Decision:
+    def _hold(
+        self, route: Route, request: RunRequest, active_job: str, state: str, now: float
+    ) -> Decision:
+        """Not now: skipped (``skip_if_running``) or queued (``queue_latest``) behind the run
+        ``active_job``, which is ``running`` or ``starting``."""
         if route.concurrency == "skip_if_running":
-            reason = f"route {route.name} is running {active_job} (concurrency skip_if_running)"
+            reason = f"route {route.name} is {state} {active_job} (concurrency skip_if_running)"
         else:
             import json
 
             previous = self.store.set_pending(
                 route.name, json.dumps(request.to_dict(), default=str), request.run_key, now
             )
-            reason = f"queued behind {active_job} (concurrency queue_latest)"
+            reason = f"queued behind {active_job}, {state} (concurrency queue_latest)"
             if previous is not None and previous.run_key != request.run_key:
                 reason += f"; replaces the queued {previous.run_key}"
         return Decision(
@@ -313,7 +414,7 @@ class Service:
 
         store = self.store
         active = store.get_active(route.name)
-        if active is not None and self._running(active.job_id):
+        if active is not None and self._blocking(route, active, "", self._now())[0]:
             return None
         pending = store.take_pending(route.name)
         if pending is None:

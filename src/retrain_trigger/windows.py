@@ -11,7 +11,8 @@ finishes it with the recorded run key, and Vertex answers a second create ``dupl
 
 In production Cloud Scheduler calls ``POST /flush`` on the HTTP function every minute; locally the
 stack's ticker does. A flush also starts queued runs of ``queue_latest`` routes whose active run
-has ended.
+has ended, and sweeps the state store: at most :data:`SWEEP_LIMIT` expired records (decisions,
+and closed windows and their items past their retention) per flush.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MANIFEST_FOLDER = "manifests"
+# The most expired records one flush deletes (bounded work per call; the next flush goes on).
+SWEEP_LIMIT = 1000
 
 
 def manifest_uri_for(route: Route, window_id: str) -> str:
@@ -93,10 +96,12 @@ def flush(
 
     ``force`` closes every open window now, due or not (an operator's "run on what arrived").
     """
+    from retrain_trigger.service import lease_seconds
+
     owner = owner or default_owner()
     decisions: list[Decision] = []
     store = service.store
-    lease = max(60.0, 2 * service.config.submit_deadline_seconds)
+    lease = lease_seconds(service.config)
     for candidate in service.config.routes:
         if route and candidate.name != route:
             continue
@@ -114,7 +119,21 @@ def flush(
             started = service.drain_queue(candidate)
             if started is not None:
                 decisions.append(started)
+    sweep(service, service._now() if now is None else now)
     return decisions
+
+
+def sweep(service: Service, now: float, limit: int = SWEEP_LIMIT) -> int:
+    """Deletes up to ``limit`` expired records; best effort (a failure is logged, and Firestore's
+    TTL policies delete the same in production). Returns how many were deleted."""
+    try:
+        deleted = int(service.store.purge_expired(now, limit=limit))
+    except Exception as exc:  # never fails the flush: the windows were closed already
+        log.warning("state store sweep failed: %s", exc)
+        return 0
+    if deleted:
+        log.info("state store sweep: %d expired record(s) deleted", deleted)
+    return deleted
 
 
 def close(service: Service, route: Route, window: Window, owner: str) -> Decision:
@@ -155,5 +174,5 @@ def close(service: Service, route: Route, window: Window, owner: str) -> Decisio
     if decision.outcome in (Outcome.SUBMITTED, Outcome.DUPLICATE) or (
         held and route.concurrency == "queue_latest"
     ):
-        store.close_window(window.window_id, owner, decision.job_name)
+        store.close_window(window.window_id, owner, decision.job_name, now=service._now())
     return decision

@@ -1,15 +1,19 @@
-"""One contract for every state store: SQLite and Firestore (through its emulator)."""
+"""One contract for every state store: SQLite and Firestore (through its emulator).
+
+Races are run between two store objects on the same data (``twin``), as two function instances
+would, and every store reads the time from a clock the test controls.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,22 +35,31 @@ T0 = 1_800_000_000.0  # a fixed "now"; every time-dependent call takes it explic
 DAY = 86400.0
 
 
-@pytest.fixture(params=["sqlite", "firestore"])
-def store(
-    request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[StateStore]:
-    if request.param == "sqlite":
-        opened = open_store(Config(routes=(), store="sqlite", state_dir=str(tmp_path / "state")))
-    else:
-        emulator = request.getfixturevalue("firestore_emulator")
-        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.host)
-        project = f"store-{uuid.uuid4().hex[:12]}"
-        opened = open_store(Config(routes=(), store="firestore", project=project))
-        request.addfinalizer(lambda: emulator.clear(project))
-    try:
-        yield opened
-    finally:
-        opened.close()
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(store_backing: Any, clock: Clock) -> StateStore:
+    """A store of each implementation (see ``store_backing`` in conftest.py)."""
+    opened: StateStore = store_backing.open(clock=clock)
+    return opened
+
+
+@pytest.fixture
+def twin(store_backing: Any, clock: Clock) -> StateStore:
+    """A second store object on the same data: another function instance."""
+    opened: StateStore = store_backing.open(clock=clock)
+    return opened
 
 
 def item(name: str, generation: str = "1", bucket: str = "ct-bucket") -> WindowItem:
@@ -142,10 +155,11 @@ def test_a_window_is_due_when_quiet_or_open_too_long(store: StateStore) -> None:
     }
 
 
-def test_only_one_of_two_concurrent_claims_wins(store: StateStore) -> None:
+def test_only_one_of_two_concurrent_claims_wins(store: StateStore, twin: StateStore) -> None:
     window_id = store.add_to_window("mnist", item("a.csv"), T0).window_id
+    stores = (store, twin)
 
-    claims = in_threads(2, lambda i: store.claim_window(window_id, f"flush-{i}", T0 + 60, 120))
+    claims = in_threads(2, lambda i: stores[i].claim_window(window_id, f"flush-{i}", T0 + 60, 120))
 
     winners = [c for c in claims if c is not None]
     assert len(winners) == 1
@@ -248,10 +262,13 @@ def test_two_hundred_items_in_one_window(store: StateStore) -> None:
     assert claimed is not None and claimed.count == 200
 
 
-def test_concurrent_events_all_land_in_one_window(store: StateStore) -> None:
+def test_concurrent_events_all_land_in_one_window(store: StateStore, twin: StateStore) -> None:
+    stores = (store, twin)
+
     def add(i: int) -> list[str]:
         return [
-            store.add_to_window("mnist", item(f"t{i}-{n}.csv"), T0 + n).window_id for n in range(8)
+            stores[i].add_to_window("mnist", item(f"t{i}-{n}.csv"), T0 + n).window_id
+            for n in range(8)
         ]
 
     ids = {wid for result in in_threads(2, add) for wid in result}
@@ -259,6 +276,37 @@ def test_concurrent_events_all_land_in_one_window(store: StateStore) -> None:
     window = store.get_window(ids.pop())
     assert window is not None and window.count == 16
     assert len(store.window_items(window.window_id)) == 16
+
+
+def test_no_event_joins_a_window_after_its_claim(store: StateStore, twin: StateStore) -> None:
+    """Events keep arriving while another instance claims the window: each lands either in the
+    claimed window, before the claim, or in the next one, never in the claimed one after it."""
+    claimed: dict[str, Any] = {}
+
+    def add(_: int) -> None:
+        for n in range(40):
+            store.add_to_window("mnist", item(f"busy-{n:02d}.csv"), T0 + n)
+
+    def claim(_: int) -> None:
+        deadline = time.monotonic() + 60
+        while not (open_windows := twin.list_windows("mnist", WindowState.OPEN)) or (
+            open_windows[0].count < 5
+        ):  # poll until some events are in the open window
+            assert time.monotonic() < deadline, "no open window with events after 60 s"
+            time.sleep(0.005)
+        window = twin.claim_window(open_windows[0].window_id, "flush", T0 + 100, 60)
+        assert window is not None
+        claimed["id"] = window.window_id
+        claimed["items"] = [i.object for i in twin.window_items(window.window_id)]
+
+    in_threads(2, lambda i: (add, claim)[i](i))
+
+    windows = store.list_windows("mnist")
+    assert windows[0].window_id == claimed["id"]
+    assert [i.object for i in store.window_items(claimed["id"])] == claimed["items"]
+    everything = [i.object for w in windows for i in store.window_items(w.window_id)]
+    assert sorted(everything) == [f"data/2026-11-27/busy-{n:02d}.csv" for n in range(40)]
+    assert [w.count for w in windows] == [len(store.window_items(w.window_id)) for w in windows]
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -281,10 +329,11 @@ def test_pending_keeps_only_the_latest_run(store: StateStore) -> None:
     assert other is not None and other.run_key == "o1"
 
 
-def test_only_one_taker_gets_the_pending_run(store: StateStore) -> None:
+def test_only_one_taker_gets_the_pending_run(store: StateStore, twin: StateStore) -> None:
     store.set_pending("mnist", "{}", "k1", T0)
+    stores = (store, twin)
 
-    taken = in_threads(2, lambda i: store.take_pending("mnist"))
+    taken = in_threads(2, lambda i: stores[i].take_pending("mnist"))
 
     assert [t.run_key for t in taken if t is not None] == ["k1"]
 
@@ -315,14 +364,162 @@ def test_active_job_is_cleared_only_by_its_own_job(store: StateStore) -> None:
     assert latest is not None and latest.job_id == "job-4"
 
 
-def test_only_one_of_two_racing_starts_becomes_active(store: StateStore) -> None:
+def test_only_one_of_two_racing_starts_becomes_active(store: StateStore, twin: StateStore) -> None:
+    stores = (store, twin)
     started = in_threads(
-        2, lambda i: store.set_active("mnist", f"job-{i}", "", T0, expect_job_id="")
+        2,
+        lambda i: stores[i].set_active(
+            "mnist", f"job-{i}", "", T0, expect_revision=0, lease_seconds=60
+        ),
     )
 
     assert sorted(started) == [False, True]
     active = store.get_active("mnist")
     assert active is not None and active.job_id == f"job-{started.index(True)}"
+
+
+def test_a_reservation_holds_a_lease_and_compare_and_set_is_on_the_revision(
+    store: StateStore, twin: StateStore
+) -> None:
+    assert store.set_active("mnist", "job-1", "", T0, expect_revision=0, lease_seconds=60)
+    reserved = store.get_active("mnist")
+    assert reserved is not None
+    assert (reserved.job_id, reserved.job_name, reserved.lease_until, reserved.revision) == (
+        "job-1",
+        "",
+        T0 + 60,
+        1,
+    )
+    assert reserved.reserved and reserved.reservation_valid(T0 + 59)
+    assert not reserved.reservation_valid(T0 + 60)
+    # a reader that saw no record (revision 0) cannot take the slot
+    assert not twin.set_active("mnist", "job-2", "", T0 + 61, expect_revision=0, lease_seconds=60)
+
+    # the create has been answered: the reservation becomes the created job
+    assert store.set_active(
+        "mnist", "job-1", "projects/p/jobs/job-1", T0 + 1, expect_job_id="job-1"
+    )
+    created = store.get_active("mnist")
+    assert created is not None and not created.reserved
+    assert (created.job_name, created.lease_until, created.revision) == (
+        "projects/p/jobs/job-1",
+        None,
+        2,
+    )
+    # a takeover decided on what the reservation was (revision 1) is refused: it is stale
+    assert not twin.set_active("mnist", "job-2", "", T0 + 61, expect_revision=1, lease_seconds=60)
+    assert twin.set_active("mnist", "job-2", "", T0 + 61, expect_revision=2, lease_seconds=60)
+    taken = store.get_active("mnist")
+    assert taken is not None and (taken.job_id, taken.revision) == ("job-2", 3)
+    # the first job's answer comes too late: its compare-and-set fails
+    assert not store.set_active("mnist", "job-1", "n1", T0 + 62, expect_job_id="job-1")
+
+
+def test_runs_that_lost_the_slot_stay_tracked(store: StateStore) -> None:
+    assert store.set_active("mnist", "job-2", "", T0, expect_revision=0, lease_seconds=60)
+    store.track_active("mnist", "job-1", "n1", T0 + 1)
+    store.track_active("mnist", "job-1", "n1", T0 + 2)  # once
+    store.track_active("mnist", "job-2", "n2", T0 + 2)  # the holder: nothing to add
+    tracked = store.get_active("mnist")
+    assert tracked is not None
+    assert (tracked.job_id, tracked.others, tracked.revision) == ("job-2", ("job-1",), 1)
+
+    assert store.set_active("mnist", "job-2", "n2", T0 + 3, expect_job_id="job-2")
+    kept = store.get_active("mnist")
+    assert kept is not None and kept.others == ("job-1",)  # the slot's writes keep them
+    assert store.clear_active("mnist", "job-1")
+    cleared = store.get_active("mnist")
+    assert cleared is not None and (cleared.job_id, cleared.others) == ("job-2", ())
+
+    store.track_active("mnist", "job-1", "n1", T0 + 4)
+    store.track_active("mnist", "job-3", "n3", T0 + 5)
+    assert store.clear_active("mnist", "job-2")  # the holder ended: the first other holds
+    promoted = store.get_active("mnist")
+    assert promoted is not None
+    assert (promoted.job_id, promoted.others, promoted.lease_until) == ("job-1", ("job-3",), None)
+    assert promoted.revision == 3
+    assert store.clear_active("mnist", "job-1") and store.clear_active("mnist", "job-3")
+    assert store.get_active("mnist") is None
+    assert not store.clear_active("mnist", "job-3")
+
+    store.track_active("other", "job-9", "n9", T0)  # no record: it holds the slot
+    holder = store.get_active("other")
+    assert holder is not None
+    assert (holder.job_id, holder.job_name, holder.lease_until, holder.others) == (
+        "job-9",
+        "n9",
+        None,
+        (),
+    )
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def test_closed_windows_and_their_items_are_swept_after_their_retention(
+    store_backing: Any, clock: Clock
+) -> None:
+    """5,000 window adds with a one-day retention; three days later they are gone, except the
+    windows that are not closed (their runs are not recorded yet)."""
+    store = store_backing.open(clock=clock, retention_seconds=DAY)
+    routes = [f"r{n}" for n in range(10)]
+
+    def fill(n: int) -> None:  # one route per thread: 500 objects in its window
+        for i in range(500):
+            store.add_to_window(routes[n], item(f"{routes[n]}-{i:03d}.csv"), T0 + i * 0.1)
+
+    in_threads(len(routes), fill)
+    closed = []
+    for n, route in enumerate(routes):
+        (window,) = store.list_windows(route)
+        assert window.count == 500
+        assert store.claim_window(window.window_id, "flush", T0 + 100 + n, 60) is not None
+        assert store.close_window(window.window_id, "flush", f"jobs/{route}", now=T0 + 100 + n)
+        closed.append(window.window_id)
+    first = store.get_window(closed[0])
+    assert first is not None and first.expire_at == T0 + 100 + DAY
+    still_open = store.add_to_window("open-route", item("late.csv"), T0 + 50)
+    closing = store.add_to_window("closing-route", item("slow.csv"), T0 + 50)
+    assert store.claim_window(closing.window_id, "slow-flush", T0 + 100, 60) is not None
+    store.record_decision(entry(T0, "skipped"), DAY)
+    assert store_backing.count("window_items") == 5002
+    assert store_backing.count("windows") == 12
+
+    assert store.purge_expired(T0 + 100 + DAY - 1) == 1  # only the decision
+    assert store_backing.count("window_items") == 5002
+
+    now = T0 + 3 * DAY
+    swept = []
+    while swept[-1:] != [0]:
+        swept.append(store.purge_expired(now, limit=1000))
+        assert swept[-1] <= 1000
+    assert sum(swept) == 5000 + 10
+    assert store_backing.count("window_items") == 2
+    assert store_backing.count("windows") == 2
+    assert [store.get_window(w) for w in closed] == [None] * len(closed)
+    assert [w.state for w in store.list_windows("open-route")] == [WindowState.OPEN]
+    assert [w.state for w in store.list_windows("closing-route")] == [WindowState.CLOSING]
+    assert [i.object for i in store.window_items(still_open.window_id)] == [
+        "data/2026-11-27/late.csv"
+    ]
+    assert len(store.window_items(closing.window_id)) == 1
+    # once its record is gone, an object of a swept window counts as new
+    assert store.add_to_window("r0", item("r0-000.csv"), now).added
+
+
+def test_a_window_expires_from_its_close_not_from_its_objects(store: StateStore) -> None:
+    window_id = store.add_to_window("mnist", item("a.csv"), T0).window_id
+    assert store.claim_window(window_id, "flush", T0 + 10 * DAY, 60) is not None
+    assert store.purge_expired(T0 + 100 * DAY) == 0  # CLOSING: its run is not recorded yet
+    assert store.close_window(window_id, "flush", "jobs/x", now=T0 + 100 * DAY)
+
+    closed = store.get_window(window_id)
+    assert closed is not None and closed.expire_at is not None
+    retention = closed.expire_at - (T0 + 100 * DAY)
+    assert retention > 0
+    assert store.purge_expired(closed.expire_at - 1) == 0
+    assert store.purge_expired(closed.expire_at) == 2  # the item, then the window
+    assert store.get_window(window_id) is None
 
 
 # --------------------------------------------------------------------------- decisions
@@ -357,8 +554,8 @@ def entry(
     }
 
 
-def test_decisions_by_object_newest_first(store: StateStore) -> None:
-    now = time.time()
+def test_decisions_by_object_newest_first(store: StateStore, clock: Clock) -> None:
+    now = clock()
     ids = [
         store.record_decision(entry(now - 30, "submitted", generation="1"), 7 * DAY),
         store.record_decision(entry(now - 20, "duplicate", generation="1"), 7 * DAY),
@@ -382,8 +579,8 @@ def test_decisions_by_object_newest_first(store: StateStore) -> None:
     assert store.decisions_for_object("gs://ct-bucket/data/none.csv") == []
 
 
-def test_decisions_by_time_route_and_outcome(store: StateStore) -> None:
-    now = time.time()
+def test_decisions_by_time_route_and_outcome(store: StateStore, clock: Clock) -> None:
+    now = clock()
     base = now - 600
     for n, (route, outcome) in enumerate(
         [
@@ -413,8 +610,8 @@ def test_decisions_by_time_route_and_outcome(store: StateStore) -> None:
     assert store.list_decisions(since=now + 1) == []
 
 
-def test_expired_decisions_are_hidden_and_purged(store: StateStore) -> None:
-    now = time.time()
+def test_expired_decisions_are_hidden_and_purged(store: StateStore, clock: Clock) -> None:
+    now = clock()
     gone = store.record_decision(entry(now - 2 * DAY, "submitted"), DAY)
     kept = store.record_decision(entry(now - 60, "duplicate"), DAY)
     soon = store.record_decision(entry(now - 60, "skipped", obj="data/c.csv"), 120)
@@ -449,8 +646,7 @@ def test_a_decision_entry_from_a_decision_round_trips(store: StateStore) -> None
         job_name="projects/p/locations/r/pipelineJobs/mnist-data-x-abc",
         trigger=trigger,
     )
-    now = time.time()
-    record_id = store.record_decision(decision_entry(decision, time=now, window_id="w1"), DAY)
+    record_id = store.record_decision(decision_entry(decision, time=T0, window_id="w1"), DAY)
 
     (found,) = store.decisions_for_object("gs://ct-bucket/data/x.csv")
     assert found["id"] == record_id
@@ -512,3 +708,65 @@ def test_the_store_package_does_not_import_firestore() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+_VERSION_1 = """
+CREATE TABLE windows (window_id TEXT PRIMARY KEY, route TEXT NOT NULL, state TEXT NOT NULL,
+    opened_at REAL NOT NULL, last_event_at REAL NOT NULL, item_count INTEGER NOT NULL DEFAULT 0,
+    owner TEXT NOT NULL DEFAULT '', lease_until REAL, claimed_at REAL,
+    claims INTEGER NOT NULL DEFAULT 0, manifest_uri TEXT NOT NULL DEFAULT '',
+    run_key TEXT NOT NULL DEFAULT '', job_id TEXT NOT NULL DEFAULT '',
+    job_name TEXT NOT NULL DEFAULT '', closed_at REAL);
+CREATE TABLE window_items (route TEXT NOT NULL, item_key TEXT NOT NULL,
+    window_id TEXT NOT NULL REFERENCES windows (window_id), seq INTEGER NOT NULL,
+    bucket TEXT NOT NULL, object TEXT NOT NULL, generation TEXT NOT NULL, size INTEGER,
+    event_id TEXT NOT NULL DEFAULT '', event_time TEXT NOT NULL DEFAULT '',
+    added_at REAL NOT NULL, PRIMARY KEY (route, item_key));
+CREATE TABLE pending (route TEXT PRIMARY KEY, run_key TEXT NOT NULL,
+    request_json TEXT NOT NULL, queued_at REAL NOT NULL);
+CREATE TABLE active (route TEXT PRIMARY KEY, job_id TEXT NOT NULL,
+    job_name TEXT NOT NULL DEFAULT '', started_at REAL NOT NULL);
+CREATE TABLE decisions (id TEXT PRIMARY KEY, time REAL NOT NULL, expire_at REAL NOT NULL,
+    route TEXT NOT NULL DEFAULT '', outcome TEXT NOT NULL DEFAULT '',
+    object_key TEXT NOT NULL DEFAULT '', run_key TEXT NOT NULL DEFAULT '',
+    job_id TEXT NOT NULL DEFAULT '', window_id TEXT NOT NULL DEFAULT '', entry TEXT NOT NULL);
+INSERT INTO windows (window_id, route, state, opened_at, last_event_at, item_count, owner,
+    closed_at) VALUES ('mnist__old', 'mnist', 'CLOSED', 1800000000, 1800000000, 1, 'f',
+    1800000100);
+INSERT INTO windows (window_id, route, state, opened_at, last_event_at, item_count)
+    VALUES ('mnist__open', 'mnist', 'OPEN', 1800000200, 1800000200, 1);
+INSERT INTO window_items VALUES ('mnist', 'gs://b/o#1', 'mnist__old', 0, 'b', 'o', '1', 1, '',
+    '', 1800000000);
+INSERT INTO window_items VALUES ('mnist', 'gs://b/p#1', 'mnist__open', 0, 'b', 'p', '1', 1, '',
+    '', 1800000200);
+INSERT INTO active VALUES ('mnist', 'job-1', 'projects/p/jobs/job-1', 1800000000);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_sqlite_file_is_migrated(tmp_path: Any) -> None:
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_VERSION_1)
+    conn.close()
+
+    store = SQLiteStore(path, retention_seconds=DAY)
+    old = store.get_window("mnist__old")
+    assert old is not None and old.expire_at == T0 + 100 + DAY
+    still_open = store.get_window("mnist__open")
+    assert still_open is not None and still_open.expire_at is None
+    active = store.get_active("mnist")
+    assert active is not None
+    assert (active.job_id, active.lease_until, active.others, active.revision) == (
+        "job-1",
+        None,
+        (),
+        0,
+    )
+    assert store.set_active("mnist", "job-2", "", T0 + 5, expect_revision=0, lease_seconds=60)
+    assert store.purge_expired(T0 + 100 + DAY) == 2
+    assert store.get_window("mnist__old") is None
+    assert [i.object for i in store.window_items("mnist__open")] == ["p"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -55,14 +54,14 @@ routes:
 def make_service(tmp_path, fake_vertex, fake_gcs):
     fake_gcs.create_bucket("win-bucket")
 
-    def make(concurrency="allow", clock=None):
+    def make(concurrency="allow", clock=None, env=None):
         text = CONFIG.format(
             endpoint=fake_vertex.endpoint,
             state_dir=tmp_path / "state",
             template=MNIST_TEMPLATE,
             concurrency=concurrency,
         )
-        config = parse_config(text, source=str(tmp_path / "retrain.yaml"), env={})
+        config = parse_config(text, source=str(tmp_path / "retrain.yaml"), env=env or {})
         kwargs = {"wall_clock": clock} if clock else {}
         return Service.from_config(config, **kwargs)
 
@@ -230,29 +229,22 @@ def test_why_explains_filtered_batched_and_submitted(make_service, fake_vertex):
     assert batched[0]["run_state"] == "PENDING"
 
 
-def test_flush_over_http(monkeypatch, make_service, tmp_path, fake_vertex):
+def test_flush_over_http(make_service, fake_vertex):
     import functions_framework
 
+    from retrain_trigger.service import set_service
     from tests.conftest import REPO
 
-    service = make_service()
+    clock = Clock()
+    service = make_service(clock=clock, env={"RETRAIN_AUTH": "none"})
     service.handle(obj("daily/h/part-0.csv", generation="1"))
-    config_path = tmp_path / "retrain.yaml"
-    config_path.write_text(
-        CONFIG.format(
-            endpoint=fake_vertex.endpoint,
-            state_dir=tmp_path / "state",
-            template=MNIST_TEMPLATE,
-            concurrency="allow",
-        ).replace("quiet_seconds: 60", "quiet_seconds: 1")
-    )
-    monkeypatch.setenv("RETRAIN_CONFIG", str(config_path))
-    monkeypatch.setenv("RETRAIN_AUTH", "none")
+    set_service(service)  # the HTTP function's Service: this configuration, this clock
     app = functions_framework.create_app(
         "retrain_http", str(REPO / "function_http" / "main.py"), "http"
     )
     client = app.test_client()
-    time.sleep(1.1)  # the window is quiet for quiet_seconds
+    assert client.post("/flush", json={}).get_json() == {"flushed": []}  # not quiet yet
+    clock.now += 61  # the window is quiet for quiet_seconds (60)
     answer = client.post("/flush", json={}).get_json()
     assert [d["decision"] for d in answer["flushed"]] == ["submitted"]
     assert len(fake_vertex.jobs) == 1
@@ -266,3 +258,45 @@ def test_forced_flush_closes_an_open_window_now(make_service, fake_vertex):
     [decision] = windows.flush(service, force=True)
     assert decision.outcome is Outcome.SUBMITTED
     assert len(fake_vertex.jobs) == 1
+
+
+DAY = 86400.0
+
+
+def test_flush_sweeps_windows_and_decisions_after_their_retention(make_service, fake_vertex):
+    clock = Clock()
+    service = make_service(clock=clock)  # history.ttl_days: 7
+    store = service.store
+    service.handle(obj("daily/s/part-0.csv", generation="1"))
+    clock.now += 120
+    [decision] = windows.flush(service)
+    closed_at = clock.now
+    window = store.get_window(decision.window_id)
+    assert window is not None and window.expire_at == closed_at + 7 * DAY
+    assert len(store.list_decisions(since=0)) == 2  # batched, then submitted
+
+    clock.now = closed_at + 7 * DAY - 1
+    assert windows.flush(service) == []
+    assert store.get_window(decision.window_id) is not None
+    clock.now += 1
+    assert windows.flush(service) == []
+    assert store.get_window(decision.window_id) is None
+    assert store.window_items(decision.window_id) == []
+    assert store.list_decisions(since=0) == []
+
+
+def test_a_failing_sweep_does_not_fail_the_flush(make_service, fake_vertex, monkeypatch, caplog):
+    from retrain_trigger.store import StoreError
+
+    clock = Clock()
+    service = make_service(clock=clock)
+    service.handle(obj("daily/t/part-0.csv", generation="1"))
+    clock.now += 120
+
+    def unavailable(now, limit):
+        raise StoreError("state store busy")
+
+    monkeypatch.setattr(service.store, "purge_expired", unavailable)
+    [decision] = windows.flush(service)
+    assert decision.outcome is Outcome.SUBMITTED
+    assert "state store sweep failed: state store busy" in caplog.text

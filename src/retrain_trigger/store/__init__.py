@@ -49,13 +49,18 @@ def open_store(config: Config, **kwargs: Any) -> StateStore:
     """The store ``config.store`` names: ``sqlite`` (``<state_dir>/state.sqlite3``) or
     ``firestore`` (database ``config.firestore_database`` of ``config.project``).
 
-    ``kwargs`` go to the store's constructor (``clock``, ``busy_timeout``, ``prefix`` ...).
+    Closed windows and their items are kept ``history.ttl_days`` after they close, as long as
+    the decisions that name them. A Firestore transaction that keeps meeting contention is
+    retried for ``submit_deadline_seconds``. ``kwargs`` go to the store's constructor
+    (``clock``, ``retention_seconds``, ``busy_timeout``, ``prefix``, ``deadline`` ...).
     """
+    kwargs.setdefault("retention_seconds", config.history_ttl_days * 86400.0)
     if config.store == "sqlite":
         return SQLiteStore(os.path.join(config.state_dir, STATE_FILE), **kwargs)
     if config.store == "firestore":
         from retrain_trigger.store.firestore import FirestoreStore
 
+        kwargs.setdefault("deadline", config.submit_deadline_seconds)
         return FirestoreStore(
             project=config.project or None, database=config.firestore_database, **kwargs
         )

@@ -8,8 +8,17 @@ Three kinds of state, each safe against two function instances racing each other
   the submit leaves a CLOSING window whose lease expires; the next flush reclaims it and submits the
   recorded run key again (a second create with the same job id answers ``duplicate``).
 - **Concurrency** of routes whose policy is ``skip_if_running`` or ``queue_latest``: the route's
-  active job, and at most one pending (queued) run per route, replaced by newer ones.
+  active job, and at most one pending (queued) run per route, replaced by newer ones. The active
+  record is taken by compare-and-set (on its ``revision``) as a *reservation* with a lease before
+  the create is sent, and becomes the created job once the create has been answered.
 - **Decision history**, kept for a time-to-live and queried by object, time, route and outcome.
+
+**Retention.** Every record that grows with traffic carries ``expire_at``: a decision from the
+moment it is recorded (its time plus the history TTL), a batch window and its items from the
+moment the window is CLOSED (close time plus the store's ``retention_seconds``), never before,
+so a window's items are kept while it is open or closing. ``purge_expired`` deletes what
+expired, a bounded number per call (the flush calls it); Firestore's TTL policies on
+``expire_at`` delete the same in production.
 
 Times are seconds since the epoch (floats) throughout; every operation that depends on the time
 takes it as ``now`` so that callers and tests control the clock.
@@ -35,6 +44,10 @@ if TYPE_CHECKING:
 
 DEFAULT_DECISION_LIMIT = 100
 DEFAULT_OBJECT_LIMIT = 20
+# How long closed windows and their items are kept when the store is given no retention.
+DEFAULT_RETENTION_SECONDS = 30 * 86400.0
+# The most records one purge_expired call deletes when it is given no limit.
+DEFAULT_PURGE_LIMIT = 1000
 
 _ROUTE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 # Decision ids sort newest first: the first part counts milliseconds down from this bound.
@@ -148,6 +161,7 @@ class Window:
     job_id: str = ""
     job_name: str = ""
     closed_at: float | None = None
+    expire_at: float | None = None
 
     def info(self, *, added: bool = True) -> WindowInfo:
         return WindowInfo(
@@ -186,12 +200,30 @@ class Pending:
 
 @dataclass(frozen=True)
 class ActiveJob:
-    """The job a route is running (``skip_if_running`` and ``queue_latest``)."""
+    """The job holding a route's run slot (``skip_if_running`` and ``queue_latest``).
+
+    ``lease_until`` is set while the slot is only *reserved*: the create has been decided but
+    not answered yet, so the backend may not know the job. ``others`` are runs of the route that
+    were started although the slot was no longer theirs (their reservation had expired and was
+    taken over): they are tracked until they end. ``revision`` changes with every write of the
+    slot and makes compare-and-set exact.
+    """
 
     route: str
     job_id: str
     job_name: str
     started_at: float
+    lease_until: float | None = None
+    others: tuple[str, ...] = ()
+    revision: int = 0
+
+    @property
+    def reserved(self) -> bool:
+        """Reserved, its create not answered yet."""
+        return self.lease_until is not None
+
+    def reservation_valid(self, now: float) -> bool:
+        return self.lease_until is not None and now < self.lease_until
 
 
 @runtime_checkable
@@ -248,7 +280,10 @@ class StateStore(Protocol):
     def close_window(
         self, window_id: str, owner: str, job_name: str, now: float | None = None
     ) -> bool:
-        """CLOSING -> CLOSED, only by the lease owner. True also when ``owner`` closed it already."""
+        """CLOSING -> CLOSED, only by the lease owner. True also when ``owner`` closed it already.
+
+        The window and its items expire ``retention_seconds`` after the close time.
+        """
         ...
 
     def get_window(self, window_id: str) -> Window | None: ...
@@ -279,19 +314,30 @@ class StateStore(Protocol):
         now: float,
         *,
         expect_job_id: str | None = None,
+        expect_revision: int | None = None,
+        lease_seconds: float | None = None,
     ) -> bool:
-        """Records the route's active job.
+        """Records the job holding the route's run slot; keeps the record's ``others``.
 
-        With ``expect_job_id`` the write happens only when the current active job id equals it
-        (``""``: no active job), which makes "start only if nothing runs" atomic. Returns whether
-        the record was written.
+        With ``expect_job_id`` the write happens only when the current holder's job id equals it
+        (``""``: no record); with ``expect_revision`` only when the record's revision equals it
+        (``0``: no record). That makes "start only if nothing runs" atomic. ``lease_seconds``
+        writes a reservation valid until ``now + lease_seconds``; without it the record names a
+        created job. Returns whether the record was written.
         """
         ...
 
     def get_active(self, route: str) -> ActiveJob | None: ...
 
+    def track_active(self, route: str, job_id: str, job_name: str, now: float) -> None:
+        """Keeps a started run tracked: as the holder when the route has no record, else in the
+        record's ``others`` (unless it is the holder already)."""
+        ...
+
     def clear_active(self, route: str, job_id: str) -> bool:
-        """Removes the active job record only if it still names ``job_id``."""
+        """Stops tracking ``job_id``: removes it from ``others``, or, when it holds the slot,
+        removes the record (the first of ``others``, if any, then holds the slot).
+        Returns whether anything was removed."""
         ...
 
     # -- decision history ----------------------------------------------------------------------
@@ -322,8 +368,9 @@ class StateStore(Protocol):
         """Unexpired decisions with ``since <= time < until``, newest first."""
         ...
 
-    def purge_expired(self, now: float) -> int:
-        """Deletes decisions that expired at or before ``now``; returns how many."""
+    def purge_expired(self, now: float, limit: int = DEFAULT_PURGE_LIMIT) -> int:
+        """Deletes decisions, closed windows and window items whose ``expire_at`` is at or
+        before ``now``, at most ``limit`` records; returns how many."""
         ...
 
     def close(self) -> None: ...

@@ -13,40 +13,69 @@ Documents (``retrain_`` is the default ``prefix``; ids never contain '/')::
                                            one item: window_id, key, bucket, object, generation,
                                            size, event_id, event_time, added_at
     retrain_pending/{route}                the route's one waiting run
-    retrain_active/{route}                 the route's active job
+    retrain_active/{route}                 the job holding the route's run slot: job_id,
+                                           job_name, started_at, lease_until (while reserved),
+                                           others (runs still tracked), revision
     retrain_decisions/{13-digit countdown of ms}-{rnd}
                                            time, expire_at (Timestamp), route, outcome,
                                            object_key (sha256 of gs://bucket/object), run_key,
                                            job_id, window_id, entry (the entry as JSON text)
 
-Transactions (``@firestore.transactional``) guard every read-modify-write. Adding an item reads
-the route document and the item's document and writes the window with ``Increment`` and
-``Maximum`` transforms without reading it, so concurrent additions to one window do not conflict;
-they conflict only with a claim, which moves the route's ``open_window`` pointer, so an event is
-either in the claimed window or in the next one.
+Windows and window items also carry ``expire_at`` (Timestamp): null while the window is open or
+closing, set when it closes (close time plus ``retention_seconds``); the items first, then the
+window, so no closed window has an item that never expires.
+
+Every read-modify-write is atomic. Adding an item to an open window is a transaction
+(``@firestore.transactional``): it reads the route document and the item's document and writes
+the window with ``Increment`` and ``Maximum`` transforms without reading it, so concurrent
+additions to one window do not conflict; they conflict only with a claim, which moves the route's
+``open_window`` pointer, so an event is either in the claimed window or in the next one. Opening
+a window, claiming one, and the changes of one document (the route's run slot, its pending run,
+a window's manifest and close), are conditional writes: read, then create the document on the precondition that it does not
+exist, or update or delete it on the precondition that its update time is the one read; a racing
+writer fails its precondition at once and reads again, and no lock is held in between.
+
+**Contention.** Firestore resolves two transactions on one document by delaying or aborting one
+(``ABORTED``), and the client library retries a commit at once
+(https://cloud.google.com/firestore/docs/transaction-data-contention). The emulator instead lets
+both hold their read locks and fails one or both after its lock wait (``ABORTED: Transaction lock
+timeout``, about 2 s; https://github.com/firebase/firebase-tools/issues/6758): retried at once,
+two racing transactions meet again, and ten immediate attempts can all fail. So each attempt here
+is one library attempt; contention (``ABORTED``; a racing create's ``ALREADY_EXISTS``; a failed
+precondition) and transient unavailability are retried with full-jitter exponential backoff until
+``deadline`` seconds (the submit deadline) have passed; only then is it a (retryable)
+``StoreError``.
 
 **No composite index is needed.** Every query is equality filters on single fields (merged from the
 automatic single-field indexes), optionally with a range on the document id: the decision ids
 count milliseconds down, so ascending id order (the default order, and the only key order that
 needs no custom index) is newest first. Ranges on other fields are applied to the results.
 
-**Time-to-live.** ``expire_at`` is a Timestamp; enable a TTL policy on it, e.g.
-``gcloud firestore fields ttls update expire_at --collection-group=retrain_decisions
---enable-ttl``. TTL deletion lags (typically within a day), so reads skip expired entries;
-``purge_expired`` deletes them at once and needs the automatic single-field index of ``expire_at``.
-The ``entry`` field is never queried: exempting it from indexing saves index writes.
+**Time-to-live.** ``expire_at`` is a Timestamp in ``retrain_decisions``, ``retrain_windows`` and
+``retrain_window_items`` (the collections that grow); a TTL policy on it in each deletes expired
+documents, e.g. ``gcloud firestore fields ttls update expire_at
+--collection-group=retrain_decisions --enable-ttl``; documents whose ``expire_at`` is null never
+expire (https://cloud.google.com/firestore/docs/ttl). TTL deletion lags (typically within a day),
+so reads skip expired decisions; ``purge_expired`` (called by the flush) deletes expired
+documents at once, a bounded number per call, and needs the automatic single-field index of
+``expire_at``. Windows closed by a version without ``expire_at`` have no such field and are not
+swept. The ``entry`` field is never queried: exempting it from indexing saves index writes.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from retrain_trigger.store.base import (
     DEFAULT_DECISION_LIMIT,
     DEFAULT_OBJECT_LIMIT,
+    DEFAULT_PURGE_LIMIT,
+    DEFAULT_RETENTION_SECONDS,
     ActiveJob,
     DecisionRecord,
     Pending,
@@ -62,10 +91,20 @@ from retrain_trigger.store.base import (
     object_key,
 )
 
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# A conditional write's change: ("put", every field), ("update", some fields), ("delete", {}).
+Change = tuple[Literal["put", "update", "delete"], dict[str, Any]]
+
 DEFAULT_PREFIX = "retrain_"
-DEFAULT_MAX_ATTEMPTS = 10
+# How long a contended transaction is retried (the default submit deadline).
+DEFAULT_DEADLINE = 30.0
+# Backoff between attempts of a contended transaction: full jitter, doubling up to the maximum.
+INITIAL_BACKOFF = 0.5
+MAXIMUM_BACKOFF = 5.0
 _PAGE = 200
-_DELETE_BATCH = 400
+_WRITE_BATCH = 400
 
 
 def _seconds(value: Any) -> float | None:
@@ -97,6 +136,21 @@ def _window(doc_id: str, data: Mapping[str, Any]) -> Window:
         job_id=data.get("job_id") or "",
         job_name=data.get("job_name") or "",
         closed_at=_seconds(data.get("closed_at")),
+        expire_at=_seconds(data.get("expire_at")),
+    )
+
+
+def _active(data: Mapping[str, Any] | None) -> ActiveJob | None:
+    if not data:
+        return None
+    return ActiveJob(
+        route=data["route"],
+        job_id=data.get("job_id", ""),
+        job_name=data.get("job_name", ""),
+        started_at=float(data.get("started_at") or 0.0),
+        lease_until=_seconds(data.get("lease_until")),
+        others=tuple(data.get("others") or ()),
+        revision=int(data.get("revision") or 0),
     )
 
 
@@ -125,8 +179,14 @@ class FirestoreStore:
         client: Any = None,
         prefix: str = DEFAULT_PREFIX,
         clock: Callable[[], float] = time.time,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        deadline: float = DEFAULT_DEADLINE,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        if retention_seconds <= 0:
+            raise ValueError(f"retention_seconds must be positive, got {retention_seconds!r}")
         from google.api_core import exceptions as api_exceptions
         from google.cloud import firestore
         from google.cloud.firestore_v1.field_path import FieldPath
@@ -143,7 +203,11 @@ class FirestoreStore:
                 ) from exc
         self._client = client
         self._clock = clock
-        self._max_attempts = max_attempts
+        self.retention_seconds = float(retention_seconds)
+        self.deadline = float(deadline)
+        self._sleep = sleep
+        self._jitter = jitter
+        self._monotonic = monotonic
         self._routes = client.collection(f"{prefix}routes")
         self._windows = client.collection(f"{prefix}windows")
         self._items = client.collection(f"{prefix}window_items")
@@ -161,24 +225,96 @@ class FirestoreStore:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _transact(self, body: Callable[..., Any], *args: Any) -> Any:
-        """Runs ``body(transaction, *args)`` in a read-write transaction, retried on contention."""
+    def _in_transaction(self, body: Callable[..., T], *args: Any) -> T:
+        """``body(transaction, *args)`` in a read-write transaction: one library attempt, so
+        that contention comes back to :meth:`_retrying` and its backoff."""
         run = self._fs.transactional(body)
-        last: Exception | None = None
-        for _ in range(3):
+        result: T = run(self._client.transaction(max_attempts=1), *args)
+        return result
+
+    def _conditional(
+        self, ref: Any, decide: Callable[[dict[str, Any] | None], tuple[Change | None, T]]
+    ) -> T:
+        """A read-modify-write of one document without a transaction: read it, let ``decide``
+        turn its data (``None``: no document) into a change and a result, and write the change
+        only if the document is as it was read: created if it did not exist, otherwise updated or
+        deleted on the precondition that its update time is the one read
+        (https://cloud.google.com/firestore/docs/reference/rest/v1/Precondition). Two writers
+        racing hold no locks: one succeeds, the other's precondition fails at once and it reads
+        again (under :meth:`_retrying`). Anything ``decide`` raises passes through.
+        """
+
+        def attempt() -> T:
+            snap = ref.get()
+            change, result = decide(snap.to_dict() if snap.exists else None)
+            if change is None:
+                return result
+            kind, fields = change
+            if not snap.exists:
+                if kind != "put":
+                    raise LookupError(f"no document {ref.path} to {kind}")
+                ref.create(fields)
+                return result
+            unchanged = self._client.write_option(last_update_time=snap.update_time)
+            if kind == "delete":
+                ref.delete(option=unchanged)
+            else:  # "put" writes every field of the document, "update" the fields given
+                ref.update(fields, option=unchanged)
+            return result
+
+        errors = self._errors
+        return self._retrying(
+            attempt,
+            "conditional write",
+            conflicts=(errors.FailedPrecondition, errors.AlreadyExists, errors.NotFound),
+        )
+
+    def _retrying(
+        self, attempt: Callable[[], T], what: str, conflicts: tuple[type[Exception], ...] = ()
+    ) -> T:
+        """``attempt()`` until it succeeds; contention (``conflicts`` too), and transient errors
+        are retried with full-jitter exponential backoff until ``deadline`` seconds have passed
+        (see "Contention" above); errors an operator must fix raise :class:`StoreError` at once.
+        """
+        started = self._monotonic()
+        backoff = INITIAL_BACKOFF
+        attempts = 0
+        while True:
+            attempts += 1
             try:
-                return run(self._client.transaction(max_attempts=self._max_attempts), *args)
-            except self._errors.Aborted as exc:  # contention while reading: start again
-                last = exc
-            except self._errors.AlreadyExists as exc:  # a racing transaction created it first
-                last = exc
-            except ValueError as exc:
+                return attempt()
+            except ValueError as exc:  # the library's "Failed to commit transaction in 1 attempts"
                 if not isinstance(exc.__cause__, self._errors.Aborted):
                     raise
-                raise StoreError(f"Firestore transaction kept conflicting: {exc}") from exc
+                last: Exception = exc.__cause__
             except self._errors.GoogleAPICallError as exc:
-                raise self._error(exc) from exc
-        raise StoreError(f"Firestore transaction kept conflicting: {last}") from last
+                if not isinstance(exc, self._retried + conflicts):
+                    raise self._error(exc) from exc
+                last = exc
+            pause = self._jitter() * backoff
+            elapsed = self._monotonic() - started
+            if elapsed + pause >= self.deadline:
+                raise StoreError(
+                    f"Firestore {what} failed {attempts} times in {elapsed:.1f}s "
+                    f"(contended or unavailable): {last}"
+                ) from last
+            log.debug("Firestore %s attempt %d: %s; again in %.2fs", what, attempts, last, pause)
+            self._sleep(pause)
+            backoff = min(backoff * 2, MAXIMUM_BACKOFF)
+
+    @property
+    def _retried(self) -> tuple[type[Exception], ...]:
+        """Contention (``ABORTED``; ``ALREADY_EXISTS`` when a racing transaction created the
+        document first) and transient unavailability."""
+        errors = self._errors
+        return (
+            errors.Aborted,
+            errors.AlreadyExists,
+            errors.ServiceUnavailable,
+            errors.DeadlineExceeded,
+            errors.InternalServerError,
+            errors.ResourceExhausted,
+        )
 
     def _error(self, exc: Exception) -> StoreError:
         refused = (
@@ -215,51 +351,81 @@ class FirestoreStore:
     # -- windows -----------------------------------------------------------------------------
 
     def add_to_window(self, route: str, item: WindowItem, now: float) -> WindowInfo:
+        """Joins the route's open window in a transaction. When the route has none, the
+        transaction writes nothing and a conditional write opens one: the window and the item
+        are created, and the route's pointer written on the precondition that the route is as
+        the transaction read it. Of instances racing to open a window, one wins at once and the
+        others join it; none holds a lock on the route while the others wait for it."""
         check_route(route)
         route_ref = self._routes.document(route)
         item_ref = self._items.document(item_doc_id(route, item.key))
         fs = self._fs
 
-        def body(tx: Any) -> tuple[str, bool]:
+        def record(window_id: str) -> dict[str, Any]:
+            data = item.to_dict()
+            data.update(
+                route=route, window_id=window_id, key=item.key, added_at=now, expire_at=None
+            )
+            return data
+
+        def new_window() -> dict[str, Any]:
+            return {
+                "route": route,
+                "state": str(WindowState.OPEN),
+                "opened_at": now,
+                "last_event_at": now,
+                "count": 1,
+                "owner": "",
+                "lease_until": None,
+                "claims": 0,
+                "expire_at": None,
+            }
+
+        def body(tx: Any) -> tuple[str, bool, Any]:
+            """(window id, added, None), or ("", False, the route's snapshot) when the route has
+            no open window: then nothing is written here (see ``attempt``)."""
             refs = [route_ref, item_ref]
             snaps = {s.reference.path: s for s in self._client.get_all(refs, transaction=tx)}
-            held = snaps.get(item_ref.path)
-            if held is not None and held.exists:
-                return held.to_dict()["window_id"], False
-            route_snap = snaps.get(route_ref.path)
-            open_id = ""
-            if route_snap is not None and route_snap.exists:
-                open_id = (route_snap.to_dict() or {}).get("open_window") or ""
-            if open_id:
-                tx.update(
-                    self._windows.document(open_id),
-                    {"count": fs.Increment(1), "last_event_at": fs.Maximum(now)},
-                )
+            held = snaps[item_ref.path]
+            if held.exists:
+                return str(held.to_dict()["window_id"]), False, None
+            route_snap = snaps[route_ref.path]
+            open_id = (route_snap.to_dict() or {}).get("open_window") if route_snap.exists else ""
+            if not open_id:
+                return "", False, route_snap
+            tx.update(
+                self._windows.document(open_id),
+                {"count": fs.Increment(1), "last_event_at": fs.Maximum(now)},
+            )
+            tx.create(item_ref, record(open_id))
+            return str(open_id), True, None
+
+        def attempt() -> tuple[str, bool]:
+            window_id, added, route_snap = self._in_transaction(body)
+            if route_snap is None:
+                return window_id, added
+            open_id = new_window_id(route, now)
+            pointer = {"route": route, "open_window": open_id, "updated_at": now}
+            batch = self._client.batch()
+            batch.create(self._windows.document(open_id), new_window())
+            batch.create(item_ref, record(open_id))
+            if route_snap.exists:
+                unchanged = self._client.write_option(last_update_time=route_snap.update_time)
+                batch.update(route_ref, pointer, option=unchanged)
             else:
-                open_id = new_window_id(route, now)
-                tx.create(
-                    self._windows.document(open_id),
-                    {
-                        "route": route,
-                        "state": str(WindowState.OPEN),
-                        "opened_at": now,
-                        "last_event_at": now,
-                        "count": 1,
-                        "owner": "",
-                        "lease_until": None,
-                        "claims": 0,
-                    },
-                )
-                tx.set(route_ref, {"route": route, "open_window": open_id, "updated_at": now})
-            data = item.to_dict()
-            data.update(route=route, window_id=open_id, key=item.key, added_at=now)
-            tx.create(item_ref, data)
+                batch.create(route_ref, pointer)
+            batch.commit()
             return open_id, True
 
-        window_id, added = self._transact(body)
+        errors = self._errors
+        window_id, added = self._retrying(
+            attempt,
+            "window add",
+            conflicts=(errors.FailedPrecondition, errors.AlreadyExists, errors.NotFound),
+        )
         window = self.get_window(window_id)
-        if window is None:  # pragma: no cover - windows are never deleted
-            raise StoreError(f"window {window_id!r} vanished")
+        if window is None:  # its items expired with it; TTL deleted the window first
+            return WindowInfo(window_id, route, WindowState.CLOSED, 0, 0.0, 0.0, added=False)
         return window.info(added=added)
 
     def due_windows(
@@ -277,23 +443,26 @@ class FirestoreStore:
     def claim_window(
         self, window_id: str, owner: str, now: float, lease_seconds: float
     ) -> Window | None:
+        """A conditional write. An OPEN window is claimed together with its route's pointer,
+        on the precondition that the route is unchanged: every claim of an OPEN window moves
+        that pointer, additions never do, so a racing claim fails it while additions (which
+        write the window) do not hold the claim up. A CLOSING window (its lease expired, or a
+        renewal) is claimed on the precondition that the window itself is unchanged."""
         if not owner:
             raise ValueError("a window claim needs an owner")
         ref = self._windows.document(window_id)
 
-        def body(tx: Any) -> Window | None:
-            snap = ref.get(transaction=tx)
+        def attempt() -> bool:
+            snap = ref.get()
             if not snap.exists:
-                return None
+                return False
             window = _window(snap.id, snap.to_dict())
-            route_ref = self._routes.document(window.route)
-            route_snap = route_ref.get(transaction=tx)
             if window.state is WindowState.CLOSED:
-                return None
+                return False
             if window.state is WindowState.CLOSING and not (
                 window.owner == owner or window.lease_expired(now)
             ):
-                return None
+                return False
             changes = {
                 "state": str(WindowState.CLOSING),
                 "owner": owner,
@@ -301,13 +470,33 @@ class FirestoreStore:
                 "claimed_at": now,
                 "claims": window.claims + 1,
             }
-            tx.update(ref, changes)
-            if route_snap.exists and (route_snap.to_dict() or {}).get("open_window") == window_id:
-                tx.update(route_ref, {"open_window": "", "updated_at": now})
-            return _window(snap.id, {**snap.to_dict(), **changes})
+            route_ref = self._routes.document(window.route)
+            route_snap = route_ref.get()
+            points_here = (
+                route_snap.exists and (route_snap.to_dict() or {}).get("open_window") == window_id
+            )
+            if window.state is WindowState.OPEN and points_here:
+                batch = self._client.batch()
+                batch.update(ref, changes)
+                batch.update(
+                    route_ref,
+                    {"open_window": "", "updated_at": now},
+                    option=self._client.write_option(last_update_time=route_snap.update_time),
+                )
+                batch.commit()
+            else:
+                ref.update(
+                    changes, option=self._client.write_option(last_update_time=snap.update_time)
+                )
+            return True
 
-        result: Window | None = self._transact(body)
-        return result
+        errors = self._errors
+        claimed = self._retrying(
+            attempt,
+            "window claim",
+            conflicts=(errors.FailedPrecondition, errors.NotFound),
+        )
+        return self.get_window(window_id) if claimed else None
 
     def window_items(self, window_id: str) -> list[WindowItem]:
         query = self._where(self._items, "window_id", "==", window_id)
@@ -322,52 +511,65 @@ class FirestoreStore:
             raise ValueError("a window manifest needs a run key and a job id")
         ref = self._windows.document(window_id)
 
-        def body(tx: Any) -> Window:
-            snap = ref.get(transaction=tx)
-            if not snap.exists:
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, Window]:
+            if data is None:
                 raise LookupError(f"no window {window_id!r}")
-            window = _window(snap.id, snap.to_dict())
+            window = _window(window_id, data)
             if window.state is WindowState.OPEN:
                 raise ValueError(f"window {window_id!r} is OPEN: claim it first")
             if window.run_key or window.state is not WindowState.CLOSING:
-                return window
+                return None, window
             changes = {"manifest_uri": manifest_uri, "run_key": run_key, "job_id": job_id}
-            tx.update(ref, changes)
-            return _window(snap.id, {**snap.to_dict(), **changes})
+            return ("update", changes), _window(window_id, {**data, **changes})
 
-        result: Window = self._transact(body)
-        return result
+        return self._conditional(ref, decide)
 
     def close_window(
         self, window_id: str, owner: str, job_name: str, now: float | None = None
     ) -> bool:
         closed_at = self._clock() if now is None else now
         ref = self._windows.document(window_id)
-
-        def body(tx: Any) -> bool:
-            snap = ref.get(transaction=tx)
-            if not snap.exists:
-                return False
-            window = _window(snap.id, snap.to_dict())
-            if window.owner != owner:
-                return False
-            if window.state is WindowState.CLOSED:
-                return True
-            if window.state is not WindowState.CLOSING:
-                return False
-            tx.update(
-                ref,
-                {
-                    "state": str(WindowState.CLOSED),
-                    "job_name": job_name,
-                    "closed_at": closed_at,
-                    "lease_until": None,
-                },
-            )
+        current = self.get_window(window_id)
+        if current is None or current.owner != owner:
+            return False
+        if current.state is WindowState.CLOSED:
             return True
+        if current.state is not WindowState.CLOSING:
+            return False
+        expire_at = _timestamp(closed_at + self.retention_seconds)
+        # The items first: a crash in between leaves the window CLOSING (its next flush closes it
+        # and stamps them again), never a CLOSED window with items that do not expire.
+        self._stamp_items(window_id, expire_at)
 
-        result: bool = self._transact(body)
-        return result
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, bool]:
+            if data is None:
+                return None, False
+            window = _window(window_id, data)
+            if window.owner != owner:
+                return None, False
+            if window.state is WindowState.CLOSED:
+                return None, True
+            if window.state is not WindowState.CLOSING:
+                return None, False
+            changes = {
+                "state": str(WindowState.CLOSED),
+                "job_name": job_name,
+                "closed_at": closed_at,
+                "lease_until": None,
+                "expire_at": expire_at,
+            }
+            return ("update", changes), True
+
+        return self._conditional(ref, decide)
+
+    def _stamp_items(self, window_id: str, expire_at: datetime) -> None:
+        query = self._where(self._items, "window_id", "==", window_id).select([])
+        refs = [doc.reference for doc in self._scan(query, page=500)]
+        for start in range(0, len(refs), _WRITE_BATCH):
+            batch = self._client.batch()
+            for item_ref in refs[start : start + _WRITE_BATCH]:
+                batch.update(item_ref, {"expire_at": expire_at})
+            self._call(batch.commit)
 
     def get_window(self, window_id: str) -> Window | None:
         snap = self._call(self._windows.document(window_id).get)
@@ -387,36 +589,27 @@ class FirestoreStore:
         self, route: str, request_json: str, run_key: str, now: float
     ) -> Pending | None:
         ref = self._pending.document(check_route(route))
+        record = {
+            "route": route,
+            "run_key": run_key,
+            "request_json": request_json,
+            "queued_at": now,
+        }
 
-        def body(tx: Any) -> Pending | None:
-            snap = ref.get(transaction=tx)
-            previous = _pending(snap.to_dict()) if snap.exists else None
-            tx.set(
-                ref,
-                {
-                    "route": route,
-                    "run_key": run_key,
-                    "request_json": request_json,
-                    "queued_at": now,
-                },
-            )
-            return previous
+        def decide(data: dict[str, Any] | None) -> tuple[Change, Pending | None]:
+            return ("put", record), _pending(data)
 
-        result: Pending | None = self._transact(body)
-        return result
+        return self._conditional(ref, decide)
 
     def take_pending(self, route: str) -> Pending | None:
         ref = self._pending.document(check_route(route))
 
-        def body(tx: Any) -> Pending | None:
-            snap = ref.get(transaction=tx)
-            if not snap.exists:
-                return None
-            tx.delete(ref)
-            return _pending(snap.to_dict())
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, Pending | None]:
+            if data is None:
+                return None, None
+            return ("delete", {}), _pending(data)
 
-        result: Pending | None = self._transact(body)
-        return result
+        return self._conditional(ref, decide)
 
     def get_pending(self, route: str) -> Pending | None:
         snap = self._call(self._pending.document(check_route(route)).get)
@@ -430,46 +623,82 @@ class FirestoreStore:
         now: float,
         *,
         expect_job_id: str | None = None,
+        expect_revision: int | None = None,
+        lease_seconds: float | None = None,
     ) -> bool:
         ref = self._active.document(check_route(route))
-        record = {"route": route, "job_id": job_id, "job_name": job_name, "started_at": now}
+        lease_until = None if lease_seconds is None else now + lease_seconds
 
-        def body(tx: Any) -> bool:
-            if expect_job_id is not None:
-                snap = ref.get(transaction=tx)
-                current = (snap.to_dict() or {}).get("job_id", "") if snap.exists else ""
-                if current != expect_job_id:
-                    return False
-            tx.set(ref, record)
-            return True
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, bool]:
+            current = _active(data)
+            if expect_job_id is not None and (current.job_id if current else "") != expect_job_id:
+                return None, False
+            if expect_revision is not None and (current.revision if current else 0) != (
+                expect_revision
+            ):
+                return None, False
+            record = {
+                "route": route,
+                "job_id": job_id,
+                "job_name": job_name,
+                "started_at": now,
+                "lease_until": lease_until,
+                "others": [j for j in (current.others if current else ()) if j != job_id],
+                "revision": (current.revision if current else 0) + 1,
+            }
+            return ("put", record), True
 
-        result: bool = self._transact(body)
-        return result
+        return self._conditional(ref, decide)
 
     def get_active(self, route: str) -> ActiveJob | None:
         snap = self._call(self._active.document(check_route(route)).get)
-        if not snap.exists:
-            return None
-        data = snap.to_dict()
-        return ActiveJob(
-            route=data["route"],
-            job_id=data.get("job_id", ""),
-            job_name=data.get("job_name", ""),
-            started_at=float(data.get("started_at") or 0.0),
-        )
+        return _active(snap.to_dict()) if snap.exists else None
+
+    def track_active(self, route: str, job_id: str, job_name: str, now: float) -> None:
+        ref = self._active.document(check_route(route))
+
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, None]:
+            current = _active(data)
+            if current is None:
+                record = {
+                    "route": route,
+                    "job_id": job_id,
+                    "job_name": job_name,
+                    "started_at": now,
+                    "lease_until": None,
+                    "others": [],
+                    "revision": 1,
+                }
+                return ("put", record), None
+            if job_id == current.job_id or job_id in current.others:
+                return None, None
+            return ("update", {"others": [*current.others, job_id]}), None
+
+        self._conditional(ref, decide)
 
     def clear_active(self, route: str, job_id: str) -> bool:
         ref = self._active.document(check_route(route))
 
-        def body(tx: Any) -> bool:
-            snap = ref.get(transaction=tx)
-            if not snap.exists or (snap.to_dict() or {}).get("job_id") != job_id:
-                return False
-            tx.delete(ref)
-            return True
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, bool]:
+            current = _active(data)
+            if current is None:
+                return None, False
+            if job_id in current.others:
+                return ("update", {"others": [j for j in current.others if j != job_id]}), True
+            if job_id != current.job_id:
+                return None, False
+            if not current.others:
+                return ("delete", {}), True
+            promoted = {
+                "job_id": current.others[0],
+                "job_name": "",
+                "lease_until": None,
+                "others": list(current.others[1:]),
+                "revision": current.revision + 1,
+            }
+            return ("update", promoted), True
 
-        result: bool = self._transact(body)
-        return result
+        return self._conditional(ref, decide)
 
     # -- decision history --------------------------------------------------------------------
 
@@ -548,17 +777,24 @@ class FirestoreStore:
         )
         return self._decisions_of(query, int(limit), since=since, until=until)
 
-    def purge_expired(self, now: float) -> int:
-        query = self._where(self._decisions, "expire_at", "<=", _timestamp(now))
+    def purge_expired(self, now: float, limit: int = DEFAULT_PURGE_LIMIT) -> int:
+        """Decisions, then window items, then windows (a window's items go first)."""
+        moment = _timestamp(now)
+        budget = max(int(limit), 0)
         deleted = 0
-        while True:
-            docs = self._call(lambda: list(query.limit(_DELETE_BATCH).stream()))
-            if not docs:
-                return deleted
-            batch = self._client.batch()
-            for doc in docs:
-                batch.delete(doc.reference)
-            self._call(batch.commit)
-            deleted += len(docs)
-            if len(docs) < _DELETE_BATCH:
-                return deleted
+        for collection in (self._decisions, self._items, self._windows):
+            expired = self._where(collection, "expire_at", "<=", moment).select([])
+            while deleted < budget:
+                wanted = min(_WRITE_BATCH, budget - deleted)
+                page = expired.limit(wanted)
+                docs = self._call(lambda q=page: list(q.stream()))
+                if not docs:
+                    break
+                batch = self._client.batch()
+                for doc in docs:
+                    batch.delete(doc.reference)
+                self._call(batch.commit)
+                deleted += len(docs)
+                if len(docs) < wanted:
+                    break
+        return deleted

@@ -9,18 +9,25 @@ Tables::
 
     windows       (window_id PK, route, state, opened_at, last_event_at, item_count, owner,
                    lease_until, claimed_at, claims, manifest_uri, run_key, job_id, job_name,
-                   closed_at)                     one OPEN per route (unique partial index)
+                   closed_at, expire_at)          one OPEN per route (unique partial index)
     window_items  ((route, item_key) PK, window_id, seq, bucket, object, generation, size,
-                   event_id, event_time, added_at)
+                   event_id, event_time, added_at, expire_at)
     pending       (route PK, run_key, request_json, queued_at)
-    active        (route PK, job_id, job_name, started_at)
+    active        (route PK, job_id, job_name, started_at, lease_until, others, revision)
     decisions     (id PK, time, expire_at, route, outcome, object_key, run_key, job_id,
                    window_id, entry)              indexed by object, route, outcome, time, expiry
+
+``expire_at`` of a window and its items is set when the window closes (close time plus
+``retention_seconds``); :meth:`SQLiteStore.purge_expired` deletes what expired, a bounded number
+of rows per call. Schema version 2 added ``expire_at`` to windows and items and the reservation
+fields to ``active``; a version 1 file is migrated when opened, its closed windows expiring
+``retention_seconds`` after their close.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -31,6 +38,8 @@ from retrain_trigger import _sqlite
 from retrain_trigger.store.base import (
     DEFAULT_DECISION_LIMIT,
     DEFAULT_OBJECT_LIMIT,
+    DEFAULT_PURGE_LIMIT,
+    DEFAULT_RETENTION_SECONDS,
     ActiveJob,
     DecisionRecord,
     Pending,
@@ -45,7 +54,7 @@ from retrain_trigger.store.base import (
 )
 
 STATE_FILE = "state.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_BUSY_TIMEOUT = 10.0
 
 _SCHEMA = """
@@ -64,7 +73,8 @@ CREATE TABLE IF NOT EXISTS windows (
     run_key       TEXT NOT NULL DEFAULT '',
     job_id        TEXT NOT NULL DEFAULT '',
     job_name      TEXT NOT NULL DEFAULT '',
-    closed_at     REAL
+    closed_at     REAL,
+    expire_at     REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS windows_one_open ON windows (route) WHERE state = 'OPEN';
 CREATE INDEX IF NOT EXISTS windows_by_state ON windows (state, route, opened_at);
@@ -81,6 +91,7 @@ CREATE TABLE IF NOT EXISTS window_items (
     event_id    TEXT NOT NULL DEFAULT '',
     event_time  TEXT NOT NULL DEFAULT '',
     added_at    REAL NOT NULL,
+    expire_at   REAL,
     PRIMARY KEY (route, item_key)
 );
 CREATE INDEX IF NOT EXISTS window_items_by_window ON window_items (window_id, seq);
@@ -91,10 +102,13 @@ CREATE TABLE IF NOT EXISTS pending (
     queued_at    REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS active (
-    route      TEXT PRIMARY KEY,
-    job_id     TEXT NOT NULL,
-    job_name   TEXT NOT NULL DEFAULT '',
-    started_at REAL NOT NULL
+    route       TEXT PRIMARY KEY,
+    job_id      TEXT NOT NULL,
+    job_name    TEXT NOT NULL DEFAULT '',
+    started_at  REAL NOT NULL,
+    lease_until REAL,
+    others      TEXT NOT NULL DEFAULT '[]',
+    revision    INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS decisions (
     id         TEXT PRIMARY KEY,
@@ -116,9 +130,23 @@ CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (time DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_expiry ON decisions (expire_at);
 """
 
+# Columns added after version 1, with their declarations (ALTER TABLE ... ADD COLUMN).
+_ADDED_COLUMNS = (
+    ("windows", "expire_at", "REAL"),
+    ("window_items", "expire_at", "REAL"),
+    ("active", "lease_until", "REAL"),
+    ("active", "others", "TEXT NOT NULL DEFAULT '[]'"),
+    ("active", "revision", "INTEGER NOT NULL DEFAULT 0"),
+)
+_EXPIRY_INDEXES = """
+CREATE INDEX IF NOT EXISTS windows_by_expiry ON windows (expire_at) WHERE expire_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS window_items_by_expiry ON window_items (expire_at)
+    WHERE expire_at IS NOT NULL;
+"""
+
 _WINDOW_COLUMNS = (
     "window_id, route, state, opened_at, last_event_at, item_count, owner, lease_until, "
-    "claimed_at, claims, manifest_uri, run_key, job_id, job_name, closed_at"
+    "claimed_at, claims, manifest_uri, run_key, job_id, job_name, closed_at, expire_at"
 )
 
 
@@ -143,6 +171,21 @@ def _window(row: sqlite3.Row) -> Window:
         job_id=row["job_id"],
         job_name=row["job_name"],
         closed_at=row["closed_at"],
+        expire_at=row["expire_at"],
+    )
+
+
+def _active(row: sqlite3.Row | None) -> ActiveJob | None:
+    if row is None:
+        return None
+    return ActiveJob(
+        route=row["route"],
+        job_id=row["job_id"],
+        job_name=row["job_name"],
+        started_at=row["started_at"],
+        lease_until=row["lease_until"],
+        others=tuple(json.loads(row["others"] or "[]")),
+        revision=row["revision"],
     )
 
 
@@ -155,9 +198,13 @@ class SQLiteStore:
         *,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
     ) -> None:
+        if retention_seconds <= 0:
+            raise ValueError(f"retention_seconds must be positive, got {retention_seconds!r}")
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
+        self.retention_seconds = float(retention_seconds)
         self._clock = clock
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._init_schema()
@@ -209,7 +256,31 @@ class SQLiteStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                if version < SCHEMA_VERSION:
+                    self._migrate(conn, version)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        """Adds what version 2 added to a file of an earlier version (or to a new one: no-op)."""
+        for table, column, declaration in _ADDED_COLUMNS:
+            have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        for statement in _EXPIRY_INDEXES.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        if version >= 1:  # windows closed before expiry existed: kept for the retention from now
+            conn.execute(
+                "UPDATE windows SET expire_at = closed_at + ? "
+                "WHERE state = 'CLOSED' AND expire_at IS NULL",
+                (self.retention_seconds,),
+            )
+            conn.execute(
+                "UPDATE window_items SET expire_at = ("
+                "SELECT w.expire_at FROM windows w WHERE w.window_id = window_items.window_id) "
+                "WHERE expire_at IS NULL AND window_id IN "
+                "(SELECT window_id FROM windows WHERE state = 'CLOSED')"
+            )
 
     def close(self) -> None:
         """Nothing to release: connections live for one operation."""
@@ -350,10 +421,15 @@ class SQLiteStore:
                 return True
             if window.state is not WindowState.CLOSING:
                 return False
+            expire_at = closed_at + self.retention_seconds
             conn.execute(
                 "UPDATE windows SET state = 'CLOSED', job_name = ?, closed_at = ?, "
-                "lease_until = NULL WHERE window_id = ?",
-                (job_name, closed_at, window_id),
+                "lease_until = NULL, expire_at = ? WHERE window_id = ?",
+                (job_name, closed_at, expire_at, window_id),
+            )
+            conn.execute(
+                "UPDATE window_items SET expire_at = ? WHERE window_id = ?",
+                (expire_at, window_id),
             )
             return True
 
@@ -423,40 +499,87 @@ class SQLiteStore:
         now: float,
         *,
         expect_job_id: str | None = None,
+        expect_revision: int | None = None,
+        lease_seconds: float | None = None,
     ) -> bool:
         check_route(route)
+        lease_until = None if lease_seconds is None else now + lease_seconds
         with self._write() as conn:
-            if expect_job_id is not None:
-                row = conn.execute("SELECT job_id FROM active WHERE route = ?", (route,)).fetchone()
-                if (row["job_id"] if row else "") != expect_job_id:
-                    return False
+            current = _active(
+                conn.execute("SELECT * FROM active WHERE route = ?", (route,)).fetchone()
+            )
+            if expect_job_id is not None and (current.job_id if current else "") != expect_job_id:
+                return False
+            if expect_revision is not None and (current.revision if current else 0) != (
+                expect_revision
+            ):
+                return False
+            others = [j for j in (current.others if current else ()) if j != job_id]
             conn.execute(
-                "INSERT OR REPLACE INTO active (route, job_id, job_name, started_at) "
-                "VALUES (?, ?, ?, ?)",
-                (route, job_id, job_name, now),
+                "INSERT OR REPLACE INTO active (route, job_id, job_name, started_at, lease_until, "
+                "others, revision) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    route,
+                    job_id,
+                    job_name,
+                    now,
+                    lease_until,
+                    json.dumps(others),
+                    (current.revision if current else 0) + 1,
+                ),
             )
             return True
 
     def get_active(self, route: str) -> ActiveJob | None:
         check_route(route)
         with self._read() as conn:
-            row = conn.execute("SELECT * FROM active WHERE route = ?", (route,)).fetchone()
-        if row is None:
-            return None
-        return ActiveJob(
-            route=row["route"],
-            job_id=row["job_id"],
-            job_name=row["job_name"],
-            started_at=row["started_at"],
-        )
+            return _active(
+                conn.execute("SELECT * FROM active WHERE route = ?", (route,)).fetchone()
+            )
+
+    def track_active(self, route: str, job_id: str, job_name: str, now: float) -> None:
+        check_route(route)
+        with self._write() as conn:
+            current = _active(
+                conn.execute("SELECT * FROM active WHERE route = ?", (route,)).fetchone()
+            )
+            if current is None:
+                conn.execute(
+                    "INSERT INTO active (route, job_id, job_name, started_at, revision) "
+                    "VALUES (?, ?, ?, ?, 1)",
+                    (route, job_id, job_name, now),
+                )
+            elif job_id != current.job_id and job_id not in current.others:
+                conn.execute(
+                    "UPDATE active SET others = ? WHERE route = ?",
+                    (json.dumps([*current.others, job_id]), route),
+                )
 
     def clear_active(self, route: str, job_id: str) -> bool:
         check_route(route)
         with self._write() as conn:
-            cursor = conn.execute(
-                "DELETE FROM active WHERE route = ? AND job_id = ?", (route, job_id)
+            current = _active(
+                conn.execute("SELECT * FROM active WHERE route = ?", (route,)).fetchone()
             )
-            return cursor.rowcount > 0
+            if current is None:
+                return False
+            if job_id in current.others:
+                others = [j for j in current.others if j != job_id]
+                conn.execute(
+                    "UPDATE active SET others = ? WHERE route = ?", (json.dumps(others), route)
+                )
+                return True
+            if job_id != current.job_id:
+                return False
+            if not current.others:
+                conn.execute("DELETE FROM active WHERE route = ?", (route,))
+                return True
+            conn.execute(
+                "UPDATE active SET job_id = ?, job_name = '', lease_until = NULL, others = ?, "
+                "revision = revision + 1 WHERE route = ?",
+                (current.others[0], json.dumps(list(current.others[1:])), route),
+            )
+            return True
 
     # -- decision history --------------------------------------------------------------------
 
@@ -518,6 +641,23 @@ class SQLiteStore:
             rows = conn.execute(sql, args).fetchall()
         return [DecisionRecord.output(r["id"], r["entry"], r["expire_at"]) for r in rows]
 
-    def purge_expired(self, now: float) -> int:
-        with self._write() as conn:
-            return conn.execute("DELETE FROM decisions WHERE expire_at <= ?", (now,)).rowcount
+    def purge_expired(self, now: float, limit: int = DEFAULT_PURGE_LIMIT) -> int:
+        """Decisions first, then window items, then the windows left without items (a window's
+        items go before it: they reference it)."""
+        budget = max(int(limit), 0)
+        deleted = 0
+        statements = (
+            "DELETE FROM decisions WHERE rowid IN "
+            "(SELECT rowid FROM decisions WHERE expire_at <= ? LIMIT ?)",
+            "DELETE FROM window_items WHERE rowid IN "
+            "(SELECT rowid FROM window_items WHERE expire_at <= ? LIMIT ?)",
+            "DELETE FROM windows WHERE window_id IN (SELECT w.window_id FROM windows w "
+            "WHERE w.expire_at <= ? AND NOT EXISTS "
+            "(SELECT 1 FROM window_items i WHERE i.window_id = w.window_id) LIMIT ?)",
+        )
+        for statement in statements:
+            if deleted >= budget:
+                break
+            with self._write() as conn:
+                deleted += conn.execute(statement, (now, budget - deleted)).rowcount
+        return deleted
