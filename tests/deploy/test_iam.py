@@ -100,14 +100,14 @@ TABLE: list[Need] = [
     Need(
         "pipeline",
         "read the training data the run is given (data_uri)",
-        "pipeline_specs/mnist_training.py::data_uri",
+        "pipeline_specs/mnist/load_data.py::def list_data_objects(data_uri",
         "roles/storage.objectViewer",
         "bucket:data",
     ),
     Need(
         "pipeline",
         "write the pipeline root and models/, read window manifests",
-        "pipeline_specs/mnist_training.py::model_registry_uri",
+        "pipeline_specs/mnist/register.py::<model_registry_uri>/champion.json",
         "roles/storage.objectUser",
         "bucket:artifacts",
     ),
@@ -129,7 +129,7 @@ TABLE: list[Need] = [
     Need(
         "pipeline",
         "the exit task publishes the run's outcome (and a champion change) to the outcome topic",
-        f"{OUTCOMES_TF}::pipeline exit task ─ publish (pipeline account)",
+        "pipeline_specs/reporting.py::future = publisher.publish(",
         "roles/pubsub.publisher",
         "topic:outcomes",
     ),
