@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from retrain_trigger.constants import BUCKET_NAME, ROUTE_NAME
 from retrain_trigger.errors import ConfigError
 from retrain_trigger.events import uri_problem
 
@@ -56,9 +57,7 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     ),
 }
 
-_ROUTE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _SERVICE_ACCOUNT = re.compile(r"^[a-z][a-z0-9-]{4,62}@[a-z0-9.-]+\.iam\.gserviceaccount\.com$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$|^[a-z0-9.:-]{1,100}$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]$")
@@ -177,23 +176,11 @@ class Config:
     source: str = ""
     warnings: tuple[str, ...] = ()
 
-    @property
-    def uses_store(self) -> bool:
-        """Whether any route needs the state store (windows or a concurrency policy)."""
-        return self.history or any(
-            r.concurrency != "allow" or (r.data is not None and r.data.mode == "window")
-            for r in self.routes
-        )
-
     def route(self, name: str) -> Route | None:
         for route in self.routes:
             if route.name == name:
                 return route
         return None
-
-    @property
-    def location_path(self) -> str:
-        return f"projects/{self.project}/locations/{self.region}"
 
 
 def under(uri: str, location: str) -> bool:
@@ -670,7 +657,7 @@ def _route(source: str, index: int, item: Any) -> Route:
     reader = _Reader(source, f"routes[{index}]", item)
     name = reader.string("name", required=True)
     reader.path = f"routes[{index}]({name})"
-    if not _ROUTE_NAME.match(name):
+    if not ROUTE_NAME.match(name):
         raise reader.error(
             "must be 1-30 characters of a-z, 0-9 and '-', starting with a letter", "name"
         )
@@ -791,7 +778,7 @@ def _writes(reader: _Reader) -> tuple[str, ...] | None:
 def _data_rule(route: _Reader, raw: Any) -> DataRule:
     reader = _Reader(route.source, f"{route.path}.data", raw)
     bucket = reader.string("bucket", required=True)
-    if not _BUCKET.match(bucket) or ".." in bucket:
+    if not BUCKET_NAME.match(bucket) or ".." in bucket:
         raise reader.error(f"is not a valid bucket name: {bucket!r}", "bucket")
     include = reader.strings("include", ("**",))
     exclude = reader.strings("exclude")

@@ -41,7 +41,7 @@ class JsonFormatter(logging.Formatter):
         entry: dict[str, Any] = getattr(record, "entry", None) or {}
         if not entry:
             entry = {
-                "severity": record.levelname.replace("CRITICAL", "CRITICAL"),
+                "severity": record.levelname,
                 "message": record.getMessage(),
             }
             if record.exc_info:

@@ -3,7 +3,7 @@
 - ``ConfigError``: the configuration is wrong; found at start-up wherever possible.
 - ``RejectedError``: input that can never succeed. HTTP answers its ``status``; the event
   entry point logs it at ERROR and acknowledges (retrying cannot help).
-- ``SubmitError``: the run could not be started. ``retryable`` failures (429, 5xx, timeouts)
+- ``SubmitError``: the run could not be started (``StoreError``: its state could not be kept). ``retryable`` failures (429, 5xx, timeouts)
   answer 503 and make the event entry point raise so the platform redelivers; failures an
   operator must fix (permission, missing template) answer 502 and also raise, so nothing is lost.
 """
@@ -16,13 +16,26 @@ class RetrainError(Exception):
 
 
 class ConfigError(RetrainError):
-    """The configuration is invalid. The message names the file, the field and the problem."""
+    """The configuration is invalid. ``str()`` names the file, the field and the problem.
+
+    The three parts are kept apart (``source``, ``field``, ``message``): code that learns more
+    about where an error lies re-raises it with :meth:`located`, never by editing the text.
+    """
 
     def __init__(self, message: str, *, source: str = "", field: str = "") -> None:
+        self.message = message
         self.source = source
         self.field = field
         where = ": ".join(part for part in (source, field) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+    def located(self, *, source: str | None = None, field: str | None = None) -> ConfigError:
+        """The same problem, named in another file or field (unchanged where not given)."""
+        return ConfigError(
+            self.message,
+            source=self.source if source is None else source,
+            field=self.field if field is None else field,
+        )
 
 
 class RejectedError(RetrainError):
@@ -97,3 +110,13 @@ class TemplateError(SubmitError):
     """The compiled pipeline template cannot be read or does not match the parameters."""
 
     retryable = False
+
+
+class StoreError(SubmitError):
+    """The state store could not be read or written (busy, unavailable, contended).
+
+    Retryable unless said otherwise: the event entry point raises and the platform redelivers
+    the event later.
+    """
+
+    retryable = True

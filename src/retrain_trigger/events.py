@@ -44,6 +44,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from retrain_trigger.constants import BUCKET_NAME, ROUTE_NAME
 from retrain_trigger.errors import Forbidden, InvalidEvent, PayloadTooLarge
 from retrain_trigger.model import Kind, Trigger
 
@@ -61,7 +62,6 @@ NOTIFICATION_TYPES = {
 
 MAX_JSON_DEPTH = 32
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _DIGITS = re.compile(r"^[0-9]{1,20}$")
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
 _IMAGE = re.compile(
@@ -73,7 +73,6 @@ _BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _BRANCH = re.compile(r"^[^\x00-\x20\x7f~^:?*\[\\]{1,255}$")
 _MODEL_URI = re.compile(r"^(gs://|https://|projects/)[^\s\x00-\x1f\x7f]{1,1020}$")
 _TEMPLATE = re.compile(r"^(gs://|https://)[^\s\x00-\x1f\x7f]{1,1020}$")
-_ROUTE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 _NONCE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _EVENT_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
@@ -133,7 +132,7 @@ def _show(text: str) -> str:
 
 
 def check_bucket(value: Any) -> str:
-    bucket = _match(value, "bucket", _BUCKET, "a valid bucket name", 222)
+    bucket = _match(value, "bucket", BUCKET_NAME, "a valid bucket name", 222)
     if not bucket:
         raise InvalidEvent("bucket is missing")
     return bucket
@@ -500,7 +499,7 @@ def decode_trigger_body(
         event_type=f"http.{kind_text}",
         event_id=_event_id(event_id),
         event_time=_event_time(event_time),
-        route=_match(body.get("route"), "route", _ROUTE, "a route name", 30),
+        route=_match(body.get("route"), "route", ROUTE_NAME, "a route name", 30),
         commit_sha=_match(
             _lower(body.get("commit_sha")), "commit_sha", _SHA, "a hex commit sha", 64
         ),

@@ -32,10 +32,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from retrain_trigger import _sqlite
+from retrain_trigger.constants import FINAL_STATES, rfc3339
 
 if TYPE_CHECKING:
     from retrain_trigger.backends import JobStatus
@@ -51,8 +51,8 @@ CANCELLING = "CANCELLING"
 SUCCEEDED = "SUCCEEDED"
 FAILED = "FAILED"
 CANCELLED = "CANCELLED"
-ACTIVE = (RUNNING, CANCELLING)
-FINAL = (SUCCEEDED, FAILED, CANCELLED)
+# Claimed by a worker: the states in which a run has (or is about to have) a process.
+CLAIMED = (RUNNING, CANCELLING)
 
 WORKER_GONE = "worker exited before the run finished"
 MAX_ERROR_CHARS = 2000
@@ -107,13 +107,6 @@ def ledger_path(state_dir: str | os.PathLike[str]) -> str:
 def run_dir(state_dir: str | os.PathLike[str], job_id: str) -> str:
     """Where one run keeps its template copy, its log and its local pipeline root."""
     return os.path.join(os.fspath(state_dir), RUNS_DIR, job_id)
-
-
-def rfc3339(timestamp: float | None) -> str:
-    if timestamp is None:
-        return ""
-    moment = datetime.fromtimestamp(timestamp, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -225,7 +218,7 @@ class RunRecord:
 
     @property
     def terminal(self) -> bool:
-        return self.state in FINAL
+        return self.state in FINAL_STATES
 
     def to_status(self) -> JobStatus:
         from retrain_trigger.backends import JobStatus
@@ -433,7 +426,7 @@ class Ledger:
         pid = os.getpid() if pid is None else pid
         with self._write() as conn:
             active = conn.execute(
-                "SELECT COUNT(*) FROM runs WHERE state IN (?, ?)", ACTIVE
+                "SELECT COUNT(*) FROM runs WHERE state IN (?, ?)", CLAIMED
             ).fetchone()[0]
             if active >= limit:
                 return None
@@ -461,7 +454,7 @@ class Ledger:
             cursor = conn.execute(
                 "UPDATE runs SET run_pid = ?, heartbeat = ?"
                 " WHERE job_id = ? AND claim_token = ? AND state IN (?, ?)",
-                (pid, time.time(), job_id, claim_token, *ACTIVE),
+                (pid, time.time(), job_id, claim_token, *CLAIMED),
             )
             return cursor.rowcount == 1
 
@@ -471,7 +464,7 @@ class Ledger:
         with self._write() as conn:
             conn.execute(
                 "UPDATE runs SET heartbeat = ? WHERE job_id = ? AND state IN (?, ?)",
-                (beat, job_id, *ACTIVE),
+                (beat, job_id, *CLAIMED),
             )
             row = conn.execute("SELECT state FROM runs WHERE job_id = ?", (job_id,)).fetchone()
         return row["state"] if row else ""
@@ -489,7 +482,7 @@ class Ledger:
 
         A FAILED end of a run being cancelled is recorded as CANCELLED.
         """
-        if state not in FINAL:
+        if state not in FINAL_STATES:
             raise ValueError(f"not a final state: {state!r}")
         ended = time.time() if now is None else now
         outputs_json = _dumps(_json_safe(dict(outputs or {})))
@@ -509,7 +502,7 @@ class Ledger:
                     outputs_json,
                     ended,
                     job_id,
-                    *ACTIVE,
+                    *CLAIMED,
                 ),
             )
             return cursor.rowcount == 1
@@ -560,7 +553,7 @@ class Ledger:
             " WHERE state IN (?, ?)"
         )
         with self._read() as conn:
-            rows = conn.execute(query, ACTIVE).fetchall()
+            rows = conn.execute(query, CLAIMED).fetchall()
         current = time.time() if now is None else now
         if not any(self._gone(row, host, is_alive, current, stale_after) for row in rows):
             return {}
@@ -568,7 +561,7 @@ class Ledger:
         with self._write() as conn:
             # Checked again under the write lock: a run process records its end before it exits,
             # and records itself (set_run_pid) before it starts, both under this same lock.
-            for row in conn.execute(query, ACTIVE).fetchall():
+            for row in conn.execute(query, CLAIMED).fetchall():
                 reason = self._gone(row, host, is_alive, current, stale_after)
                 if not reason:
                     continue
@@ -585,7 +578,7 @@ class Ledger:
                 conn.execute(
                     "UPDATE runs SET state = ?, end_time = ?, error = ?"
                     " WHERE job_id = ? AND state IN (?, ?)",
-                    (final, current, reason, row["job_id"], *ACTIVE),
+                    (final, current, reason, row["job_id"], *CLAIMED),
                 )
                 changed[row["job_id"]] = final
         return changed

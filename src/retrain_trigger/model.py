@@ -1,7 +1,8 @@
 """The three values that flow through the core: Trigger -> RunRequest -> Decision.
 
 All are frozen dataclasses; they are created by the decoders (``events``), the rules
-(``rules``) and the submitter (``submit``) respectively, and serialised with ``to_dict``.
+(``rules``) and the service (``service``, after the backend answered) respectively, and
+serialised with ``to_dict`` (a Decision with ``decisions.decision_dict``).
 """
 
 from __future__ import annotations

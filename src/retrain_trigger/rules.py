@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from retrain_trigger.config import Config, Route, under
+from retrain_trigger.constants import COMMIT_LABEL, KEY_LABEL, KIND_LABEL, MAX_JOB_ID, ROUTE_LABEL
 from retrain_trigger.errors import Forbidden, Unprocessable
 from retrain_trigger.events import uri_problem
 from retrain_trigger.model import Kind, RunRequest, Trigger
@@ -40,9 +41,7 @@ TEMPORARY_PREFIXES = ("gcloud/tmp/", "gsutil/tmp/")
 # Objects carrying this metadata key were written by a pipeline run (the loop guard).
 GENERATED_METADATA_KEYS = ("retrain-trigger-run", "kfp-run-id")
 
-LABEL_PREFIX = "retrain-"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-MAX_JOB_ID = 127
 
 
 @dataclass(frozen=True)
@@ -350,13 +349,13 @@ def _request(
     labels = dict(route.labels)
     labels.update(
         {
-            f"{LABEL_PREFIX}route": label_value(route.name),
-            f"{LABEL_PREFIX}kind": kind,
-            f"{LABEL_PREFIX}key": key_hash(run_key),
+            ROUTE_LABEL: label_value(route.name),
+            KIND_LABEL: kind,
+            KEY_LABEL: key_hash(run_key),
         }
     )
     if trigger.commit_sha:
-        labels[f"{LABEL_PREFIX}commit"] = label_value(trigger.commit_sha[:12])
+        labels[COMMIT_LABEL] = label_value(trigger.commit_sha[:12])
     display = _CONTROL.sub(" ", render(route.display_name, fields))[:128].strip() or job_id
     return RunRequest(
         route=route.name,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrain_trigger import rules
 from retrain_trigger.config import Config, Route, load_config
+from retrain_trigger.constants import KIND_LABEL
 from retrain_trigger.decisions import log_decision, setup_logging
 from retrain_trigger.errors import (
     ConfigError,
@@ -422,9 +423,7 @@ class Service:
         request = RunRequest.from_dict(json.loads(pending.request_json))
         from retrain_trigger.model import Kind
 
-        trigger = Trigger(
-            kind=Kind(str(request.labels.get("retrain-kind", "data"))), source="queue"
-        )
+        trigger = Trigger(kind=Kind(str(request.labels.get(KIND_LABEL, "data"))), source="queue")
         return self.handle(trigger, request=request)
 
     def _batch(self, trigger: Trigger, batch: rules.Batch) -> Decision:
@@ -530,7 +529,6 @@ def get_service() -> Service:
             if _service is None:
                 setup_logging()
                 _service = Service.from_config(load_config())
-                _attach_history(_service)
     return _service
 
 
@@ -539,8 +537,3 @@ def set_service(service: Service | None) -> None:
     global _service
     with _service_lock:
         _service = service
-
-
-def _attach_history(service: Service) -> None:
-    """Hook for the decision history store (set up by the store module when configured)."""
-    return None

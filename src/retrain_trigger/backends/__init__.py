@@ -12,14 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from retrain_trigger.constants import ACTIVE_STATES, FINAL_STATES
+
 if TYPE_CHECKING:
     from retrain_trigger.config import Config
     from retrain_trigger.model import RunHandle, RunRequest
     from retrain_trigger.spec import PipelineTemplate
-
-# Vertex's PipelineState names without the PIPELINE_STATE_ prefix; the local backend uses the same.
-TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
-ACTIVE_STATES = frozenset({"QUEUED", "PENDING", "RUNNING", "CANCELLING", "PAUSED"})
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class JobStatus:
 
     @property
     def terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
+        return self.state in FINAL_STATES
 
     @property
     def active(self) -> bool:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import signal
 import socket
 import sqlite3
@@ -38,8 +37,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from retrain_trigger import ledger as ledger_mod
 from retrain_trigger.backends import JobStatus
+from retrain_trigger.constants import JOB_ID
 from retrain_trigger.errors import BackendRefused, BackendUnavailable, TemplateError
-from retrain_trigger.ledger import ACTIVE, FAILED, Ledger, RunRecord
+from retrain_trigger.ledger import CLAIMED, FAILED, Ledger, RunRecord
 from retrain_trigger.model import RunHandle
 
 if TYPE_CHECKING:
@@ -48,10 +48,6 @@ if TYPE_CHECKING:
     from retrain_trigger.spec import PipelineTemplate
 
 logger = logging.getLogger(__name__)
-
-# Vertex's rule for PipelineJob ids; the id also names the run's folder.
-# The same ids as Vertex AI accepts: a lowercase letter, then up to 127 of a-z, 0-9 and '-'.
-_JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
 
 DEFAULT_POLL_INTERVAL = 0.25
 DEFAULT_STALE_AFTER = 60.0
@@ -245,7 +241,7 @@ class Worker:
                 continue
             del self._children[job_id]
             record = self.ledger.get(job_id)
-            if record is None or record.state not in ACTIVE:
+            if record is None or record.state not in CLAIMED:
                 continue
             detail = last_error(read_log_tail(record.log_path)) if record.log_path else ""
             error = f"run process exited with code {code} before recording a result"
@@ -354,7 +350,7 @@ class LocalBackend:
     def submit(self, request: RunRequest, template: PipelineTemplate) -> RunHandle:
         """Record the run as PENDING and return at once; a worker runs it when a slot is free."""
         job_id = request.job_id
-        if not _JOB_ID.match(job_id):
+        if not JOB_ID.match(job_id):
             raise BackendRefused(
                 f"job id {job_id!r} is not valid: 1-128 characters of a-z, 0-9 and -, "
                 "starting with a letter"

@@ -50,6 +50,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from retrain_trigger.backends import JobStatus
+from retrain_trigger.constants import JOB_ID, KEY_LABEL, ROUTE_LABEL
 from retrain_trigger.errors import BackendRefused, BackendUnavailable, SubmitError, TemplateError
 from retrain_trigger.model import RunHandle
 
@@ -66,10 +67,6 @@ __all__ = ["VertexBackend", "retry_policy"]
 
 log = logging.getLogger(__name__)
 
-ROUTE_LABEL = "retrain-route"
-KIND_LABEL = "retrain-kind"
-KEY_LABEL = "retrain-key"
-
 # Backoff of the retry policy (seconds): 0.5, 1, 2, 4, 8, 8 ... each with full jitter.
 INITIAL_BACKOFF = 0.5
 MAXIMUM_BACKOFF = 8.0
@@ -83,9 +80,6 @@ MIN_ATTEMPT_SECONDS = 0.05
 # Most jobs asked for in one list page.
 MAX_PAGE_SIZE = 100
 
-# Vertex AI's PipelineJob id: a lowercase letter, then up to 127 of a-z, 0-9 and '-'
-# (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/projects.locations.pipelineJobs/create).
-_JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
 _STATE_PREFIX = "PIPELINE_STATE_"
 
 T = TypeVar("T")
@@ -464,7 +458,7 @@ class VertexBackend:
         region = request.region or self.region
         parent = f"projects/{project}/locations/{region}"
         what = f"create pipeline job {request.job_id}"
-        if not _JOB_ID.match(request.job_id):
+        if not JOB_ID.match(request.job_id):
             raise BackendRefused(
                 f"job id {request.job_id!r} is not valid for Vertex AI ([a-z][-a-z0-9]{{0,127}})"
             )
@@ -530,7 +524,7 @@ class VertexBackend:
         return RunHandle(job_id=job_id, job_name=job.name, state=_state(job), created=False)
 
     def get(self, job_id: str) -> JobStatus:
-        if not _JOB_ID.match(job_id):
+        if not JOB_ID.match(job_id):
             raise KeyError(job_id)
         from google.api_core import exceptions as gexc
 

@@ -330,7 +330,7 @@ def _duration(record: Any) -> float | None:
 
 
 def run_summary(record: Any) -> dict[str, Any]:
-    from retrain_trigger.ledger import rfc3339
+    from retrain_trigger.constants import KIND_LABEL, rfc3339
 
     duration = _duration(record)
     outputs = record.outputs or {}
@@ -339,7 +339,7 @@ def run_summary(record: Any) -> dict[str, Any]:
         "job": record.job_name,
         "state": record.state,
         "route": record.route,
-        "kind": record.labels.get("retrain-kind", ""),
+        "kind": record.labels.get(KIND_LABEL, ""),
         "run_key": record.run_key,
         "create_time": rfc3339(record.create_time),
         "start_time": rfc3339(record.start_time),

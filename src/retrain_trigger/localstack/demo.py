@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from retrain_trigger.constants import FINAL_STATES, KIND_LABEL
 from retrain_trigger.localstack import objects
 from retrain_trigger.localstack.services import (
     LogFollower,
@@ -46,7 +47,6 @@ from retrain_trigger.localstack.services import (
 from retrain_trigger.localstack.stack import DATA_PREFIX, MARKER, Stack
 
 DEFAULT_TIMEOUT = 600.0
-FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 QUIET_SECONDS = 1.5
 
 
@@ -285,7 +285,7 @@ class Demo:
                 if not self.tty:
                     self.say(f"    {_short(job_id)}  {state}  ({elapsed:.1f} s)")
                 last_state = state
-            if record is not None and record.state in FINAL:
+            if record is not None and record.state in FINAL_STATES:
                 return record
             if elapsed >= self.remaining():
                 raise StepFailed(f"run {job_id} still {state} after {elapsed:.0f} s (--timeout)")
@@ -666,7 +666,7 @@ class Demo:
                     "job_id": record.job_id,
                     "state": record.state,
                     "run_key": record.run_key,
-                    "kind": record.labels.get("retrain-kind", ""),
+                    "kind": record.labels.get(KIND_LABEL, ""),
                     "seconds": round(seconds, 2) if seconds is not None else None,
                     "accuracy": record.outputs.get("accuracy"),
                     "registered": record.outputs.get("registered"),

@@ -3,8 +3,9 @@
 - :func:`seek` asks Pub/Sub to redeliver every message published to a subscription since a time
   (the subscription needs ``retain_acked_messages`` for already acknowledged ones). Works against
   real Pub/Sub and against the emulator (``PUBSUB_EMULATOR_HOST``).
-- :func:`backfill` publishes one GCS notification (``OBJECT_FINALIZE``, ``JSON_API_V1``) per
-  existing object under a prefix, exactly as Cloud Storage would have. :func:`plan_backfill`
+- :func:`backfill_messages` makes one GCS notification (``OBJECT_FINALIZE``, ``JSON_API_V1``) per
+  existing object under a prefix, exactly as Cloud Storage would have, and :func:`publish`
+  publishes them. :func:`plan_backfill`
   decides, with the core's own rules and run keys, which runs those messages would start.
 
 Both are safe to repeat: every message maps to the run key of its object version, so the runs it
@@ -229,19 +230,3 @@ def publish(
                 f"publishing to {topic} failed after {len(ids)} message(s): {exc}"
             ) from exc
     return ids
-
-
-def backfill(
-    bucket: str,
-    prefix: str = "",
-    *,
-    topic: str,
-    client: Any = None,
-    resources: Iterable[Mapping[str, Any]] | None = None,
-) -> list[tuple[BackfillMessage, str]]:
-    """Publishes one notification per existing object; returns (message, message id) pairs."""
-    messages = backfill_messages(
-        objects.iter_objects(bucket, prefix) if resources is None else resources
-    )
-    ids = publish(topic, messages, client=client)
-    return list(zip(messages, ids, strict=True))

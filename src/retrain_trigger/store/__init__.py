@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from retrain_trigger.errors import StoreError
 from retrain_trigger.store.base import (
     ActiveJob,
     Pending,
     StateStore,
-    StoreError,
     Window,
     WindowInfo,
     WindowItem,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from retrain_trigger.errors import SubmitError
+from retrain_trigger.constants import rfc3339
 
 if TYPE_CHECKING:
     from retrain_trigger.model import Decision, Trigger
@@ -52,15 +52,6 @@ DEFAULT_PURGE_LIMIT = 1000
 _ROUTE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 # Decision ids sort newest first: the first part counts milliseconds down from this bound.
 _MAX_MILLIS = 10**13 - 1
-
-
-class StoreError(SubmitError):
-    """The state store could not be read or written (busy, unavailable, contended).
-
-    Retryable: the event entry point raises and the platform redelivers the event later.
-    """
-
-    retryable = True
 
 
 class WindowState(enum.StrEnum):
@@ -231,7 +222,7 @@ class StateStore(Protocol):
     """Windows, concurrency leases and decision history; SQLite locally, Firestore in production.
 
     Every read-modify-write is one transaction, so two instances racing each other stay correct.
-    Failures to reach the store raise :class:`StoreError` (retryable).
+    Failures to reach the store raise :class:`~retrain_trigger.errors.StoreError` (retryable).
     """
 
     # -- batch windows -------------------------------------------------------------------------
@@ -445,11 +436,6 @@ def entry_object_uri(entry: Mapping[str, Any]) -> str:
         return f"gs://{trigger['bucket']}/{trigger['object']}"
     uri = entry.get("gs_uri") or ""
     return str(uri) if str(uri).startswith("gs://") else ""
-
-
-def rfc3339(moment: float) -> str:
-    stamp = datetime.fromtimestamp(moment, tz=UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
 
 
 def dumps(value: Any) -> str:

@@ -71,6 +71,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
+from retrain_trigger.errors import StoreError
 from retrain_trigger.store.base import (
     DEFAULT_DECISION_LIMIT,
     DEFAULT_OBJECT_LIMIT,
@@ -79,7 +80,6 @@ from retrain_trigger.store.base import (
     ActiveJob,
     DecisionRecord,
     Pending,
-    StoreError,
     Window,
     WindowInfo,
     WindowItem,

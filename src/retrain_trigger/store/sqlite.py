@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from retrain_trigger import _sqlite
+from retrain_trigger.errors import StoreError
 from retrain_trigger.store.base import (
     DEFAULT_DECISION_LIMIT,
     DEFAULT_OBJECT_LIMIT,
@@ -43,7 +44,6 @@ from retrain_trigger.store.base import (
     ActiveJob,
     DecisionRecord,
     Pending,
-    StoreError,
     Window,
     WindowInfo,
     WindowItem,
