@@ -124,7 +124,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
             {k: v for k, v in body.items() if v not in (None, "", False)}, source="cli"
         )
     decision = service.handle(trigger)
-    body = decision.answer()
+    from retrain_trigger.decisions import decision_dict
+
+    body = decision_dict(decision)
     if decision.request is not None and args.dry_run:
         body["request"] = decision.request.to_dict()
     _print(body, True, str)

@@ -135,9 +135,16 @@ class Route:
     allowed_templates: tuple[str, ...] = ()
     concurrency: str = "allow"
     writes: tuple[str, ...] | None = None
+    # Where the route is in the file (``routes[<index>]``), for messages naming its fields.
+    index: int = 0
     # Every gs:// location the route's pipeline writes to, with where it comes from (the loop
     # guard): the pipeline root, ``writes``, or (without ``writes``) fixed gs:// parameters.
     written: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def where(self) -> str:
+        """The route in field paths: ``routes[0] (mnist)``."""
+        return f"routes[{self.index}] ({self.name})"
 
     def accepts(self, kind: str) -> bool:
         if kind == "data":
@@ -557,7 +564,7 @@ def _loop_guard(
                 "or another route's writes (see the loop guard in the README); move the data, "
                 "or set writes to the folders the pipeline really writes",
                 source=source,
-                field=f"routes({route.name}).data",
+                field=f"{route.where}.data",
             )
     return tuple(out), tuple(dict.fromkeys(warnings))
 
@@ -656,7 +663,7 @@ def _auth(top: _Reader, env: Mapping[str, str]) -> AuthConfig:
 def _route(source: str, index: int, item: Any) -> Route:
     reader = _Reader(source, f"routes[{index}]", item)
     name = reader.string("name", required=True)
-    reader.path = f"routes[{index}]({name})"
+    reader.path = f"routes[{index}] ({name})"
     if not ROUTE_NAME.match(name):
         raise reader.error(
             "must be 1-30 characters of a-z, 0-9 and '-', starting with a letter", "name"
@@ -725,6 +732,7 @@ def _route(source: str, index: int, item: Any) -> Route:
         allowed_templates=reader.strings("allowed_templates"),
         concurrency=concurrency,
         writes=_writes(reader),
+        index=index,
     )
     reader.reject_unknown(
         {

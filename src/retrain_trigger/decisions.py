@@ -1,8 +1,16 @@
-"""One structured log line per event, in the shape Cloud Logging parses from stdout.
+"""A Decision as data: the one dict form, and the three places it goes.
 
-``severity`` and ``message`` are Cloud Logging's own fields; ``logging.googleapis.com/labels`` and
-``logging.googleapis.com/trace`` are lifted into the LogEntry. The rest (``decision``, ``run_key``,
-``job``, ``latency_ms``, ``trigger``) lands in ``jsonPayload``.
+:func:`decision_dict` is the one dict form of a Decision (``decision``, ``job``, ``job_id``,
+``run_key``, ``reason``, ``route``, ``error``/``detail``, ``window_id``, ``retryable``). Each use
+is a view of it:
+
+- the HTTP answer is :func:`decision_dict` itself;
+- the log line (:func:`log_decision`, one per event, in the shape Cloud Logging parses from
+  stdout) adds ``severity`` and ``message`` (Cloud Logging's own fields),
+  ``logging.googleapis.com/labels`` and ``logging.googleapis.com/trace`` (lifted into the
+  LogEntry), ``latency_ms`` and the ``trigger``; the rest lands in ``jsonPayload``;
+- the history entry (:func:`decision_entry`, what the state store records for ``why``) adds
+  the time, the status and the trigger's identifying fields, under the names the store indexes.
 """
 
 from __future__ import annotations
@@ -103,7 +111,80 @@ def trace_from_headers(headers: Mapping[str, str], project: str) -> dict[str, st
     return out
 
 
+def decision_dict(decision: Decision) -> dict[str, Any]:
+    """The one dict form of a Decision; also the JSON body the HTTP entry point answers."""
+    body: dict[str, Any] = {
+        "decision": str(decision.outcome),
+        "job": decision.job_name or None,
+        "job_id": decision.job_id or None,
+        "run_key": decision.run_key or None,
+        "reason": decision.reason or None,
+    }
+    if decision.route:
+        body["route"] = decision.route
+    if decision.code:
+        body[decision.code_field] = decision.code
+    if decision.window_id:
+        body["window_id"] = decision.window_id
+    if decision.outcome is Outcome.FAILED:
+        body["retryable"] = decision.retryable
+    return body
+
+
+# What the history keeps of a trigger: enough for ``why`` and ``decisions``.
+_TRIGGER_FIELDS = (
+    "kind",
+    "source",
+    "event_id",
+    "event_time",
+    "event_type",
+    "bucket",
+    "object",
+    "generation",
+    "size",
+    "commit_sha",
+    "image_uri",
+    "build_id",
+    "branch",
+    "model_uri",
+    "force",
+    "nonce",
+)
+
+
+def decision_entry(decision: Decision, *, time: float, window_id: str = "") -> dict[str, Any]:
+    """The history entry of one Decision (what ``StateStore.record_decision`` expects).
+
+    Stored entries name the outcome ``outcome`` and keep ``""`` for what is empty (the store
+    indexes ``outcome``, ``route``, ``run_key``, ``job_id`` and ``window_id``). ``window_id``
+    defaults to the decision's own.
+    """
+    body = decision_dict(decision)
+    trigger: dict[str, Any] = {}
+    if decision.trigger is not None:
+        raw = decision.trigger.to_dict()
+        trigger = {name: raw[name] for name in _TRIGGER_FIELDS if name in raw}
+    entry: dict[str, Any] = {
+        "time": time,
+        "outcome": body["decision"],
+        "reason": body["reason"] or "",
+        "route": body.get("route", ""),
+        "run_key": body["run_key"] or "",
+        "job_id": body["job_id"] or "",
+        "job": body["job"] or "",
+        "status": decision.status,
+        "trigger": trigger,
+        "window_id": window_id or body.get("window_id", ""),
+    }
+    if decision.code:
+        entry["code"] = decision.code
+    if decision.retryable:
+        entry["retryable"] = True
+    return entry
+
+
 def entry_for(decision: Decision, *, trace: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The log line of one Decision."""
     severity = _SEVERITY.get(decision.outcome, "INFO")
     if decision.outcome is Outcome.FAILED and decision.retryable:
         severity = "WARNING"
@@ -120,24 +201,13 @@ def entry_for(decision: Decision, *, trace: Mapping[str, str] | None = None) -> 
     entry: dict[str, Any] = {
         "severity": severity,
         "message": message,
-        "decision": str(decision.outcome),
-        "reason": decision.reason or None,
-        "route": decision.route or None,
-        "run_key": decision.run_key or None,
-        "job_id": decision.job_id or None,
-        "job": decision.job_name or None,
+        **decision_dict(decision),
         "latency_ms": round(decision.latency_ms, 2),
         "logging.googleapis.com/labels": {
             "retrain-decision": str(decision.outcome),
             "retrain-route": decision.route or "-",
         },
     }
-    if decision.code:
-        entry[decision.code_field] = decision.code
-    if decision.window_id:
-        entry["window_id"] = decision.window_id
-    if decision.outcome is Outcome.FAILED:
-        entry["retryable"] = decision.retryable
     if decision.trigger is not None:
         entry["trigger"] = decision.trigger.to_dict()
     if trace:

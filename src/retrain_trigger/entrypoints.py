@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from retrain_trigger import events
-from retrain_trigger.decisions import setup_logging, trace_from_headers
+from retrain_trigger.decisions import decision_dict, setup_logging, trace_from_headers
 from retrain_trigger.errors import (
     ConfigError,
     InvalidEvent,
@@ -89,7 +89,7 @@ def _service_or_error() -> tuple[Service | None, flask.Response | None]:
 
 
 def _unauthenticated_failure(decision: Decision) -> dict[str, Any]:
-    body = decision.answer()
+    body = decision_dict(decision)
     body["reason"] = _UNAUTHENTICATED_FAILURE.get(decision.status, _UNAUTHENTICATED_FAILURE[502])
     return body
 
@@ -141,7 +141,7 @@ def answer_http(request: flask.Request) -> flask.Response:
         )
     except RejectedError as exc:
         decision = service.reject(exc, trace=trace, started=started)
-        return _json(decision.answer(), decision.status)
+        return _json(decision_dict(decision), decision.status)
     except (SubmitError, ConfigError) as exc:  # certificates unreachable, an auth setting wrong
         decision = service.fail(exc, trace=trace, started=started)
         return _json(_unauthenticated_failure(decision), decision.status)
@@ -179,10 +179,10 @@ def answer_http(request: flask.Request) -> flask.Response:
             )
     except RejectedError as exc:
         decision = service.reject(exc, trace=trace, started=started)
-        return _json(decision.answer(), decision.status)
+        return _json(decision_dict(decision), decision.status)
     except (SubmitError, ConfigError) as exc:
         decision = service.fail(exc, trace=trace, started=started)
-        return _json(decision.answer(), decision.status)
+        return _json(decision_dict(decision), decision.status)
     decision = service.handle(trigger, trace=trace)
     return _json(_http_body(decision), decision.status)
 
@@ -203,7 +203,7 @@ def _signed_request_nonce(mode: str, headers: Mapping[str, str], body: bytes) ->
 
 
 def _http_body(decision: Decision) -> dict[str, Any]:
-    body = decision.answer()
+    body = decision_dict(decision)
     if decision.trigger is not None and decision.trigger.dry_run:
         body["dry_run"] = True
         if decision.request is not None:
@@ -212,11 +212,9 @@ def _http_body(decision: Decision) -> dict[str, Any]:
 
 
 def _flush(service: Service, trace: dict[str, str]) -> flask.Response:
-    from retrain_trigger import windows
-
-    results = windows.flush(service)
+    results = service.flush()
     status = 503 if any(d.outcome is Outcome.FAILED and d.retryable for d in results) else 200
-    return _json({"flushed": [d.answer() for d in results]}, status)
+    return _json({"flushed": [decision_dict(d) for d in results]}, status)
 
 
 def answer_event(event: Any) -> Decision:

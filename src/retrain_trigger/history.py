@@ -139,11 +139,11 @@ def _subject(entry: dict[str, Any]) -> str:
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
-    from retrain_trigger import windows
+    from retrain_trigger.decisions import decision_dict
 
     service = _service()
-    decisions = windows.flush(service, route=args.route or "", force=args.now)
-    body = {"flushed": [d.answer() for d in decisions]}
+    decisions = service.flush(route=args.route or "", force=args.now)
+    body = {"flushed": [decision_dict(d) for d in decisions]}
     _out(
         body,
         args.json,

@@ -184,22 +184,3 @@ class Decision:
     def code_field(self) -> str:
         """``error`` for rejected and failed decisions, ``detail`` for the others."""
         return "error" if self.outcome in (Outcome.REJECTED, Outcome.FAILED) else "detail"
-
-    def answer(self) -> dict[str, Any]:
-        """The JSON body the HTTP entry point returns."""
-        body: dict[str, Any] = {
-            "decision": str(self.outcome),
-            "job": self.job_name or None,
-            "job_id": self.job_id or None,
-            "run_key": self.run_key or None,
-            "reason": self.reason or None,
-        }
-        if self.route:
-            body["route"] = self.route
-        if self.code:
-            body[self.code_field] = self.code
-        if self.window_id:
-            body["window_id"] = self.window_id
-        if self.outcome is Outcome.FAILED:
-            body["retryable"] = self.retryable
-        return body

@@ -1,6 +1,10 @@
-"""Routing and rules: Trigger -> RunRequest, or an explicit Skip with its reason.
+"""Routing and rules: Trigger -> RunRequest, or an explicit Skip (or Batch) with its reason.
 
-Pure functions over the configuration: no I/O, no clock. The run key identifies the change; the
+Pure functions over the configuration: no clock, and no I/O of their own. The RunRequest they
+return is complete: its parameter values are already converted to the types the route's compiled
+template declares. Templates are looked up through the :class:`TemplateLookup` passed in
+(``spec.TemplateCache`` in the service), so how and when a template is read is not decided here.
+The run key identifies the change; the
 job id is derived from it deterministically, so a second delivery of the same change maps to the
 same job id and Vertex refuses to create it twice. A forced rerun adds its nonce to the run key;
 ``force`` without a nonce is refused (422), since a nonce made up here (the time, say) would turn
@@ -14,13 +18,16 @@ import hashlib
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from retrain_trigger.config import Config, Route, under
 from retrain_trigger.constants import COMMIT_LABEL, KEY_LABEL, KIND_LABEL, MAX_JOB_ID, ROUTE_LABEL
 from retrain_trigger.errors import Forbidden, Unprocessable
 from retrain_trigger.events import uri_problem
 from retrain_trigger.model import Kind, RunRequest, Trigger
+
+if TYPE_CHECKING:
+    from retrain_trigger.spec import PipelineTemplate
 
 FINALIZE_TYPES = frozenset({"OBJECT_FINALIZE", "google.cloud.storage.object.v1.finalized"})
 
@@ -42,6 +49,14 @@ TEMPORARY_PREFIXES = ("gcloud/tmp/", "gsutil/tmp/")
 GENERATED_METADATA_KEYS = ("retrain-trigger-run", "kfp-run-id")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class TemplateLookup(Protocol):
+    """Finds a route's compiled template, checked against the route's parameters."""
+
+    def for_route(self, route: Route, uri: str = "") -> PipelineTemplate:
+        """Raises ``TemplateError`` when the template cannot be read or does not fit."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -188,7 +203,9 @@ def select_data_route(config: Config, trigger: Trigger) -> Route | None:
     return None
 
 
-def _plan_data(config: Config, trigger: Trigger) -> RunRequest | Skip | Batch:
+def _plan_data(
+    config: Config, trigger: Trigger, templates: TemplateLookup
+) -> RunRequest | Skip | Batch:
     uri = trigger.gcs_uri
     if trigger.event_type not in FINALIZE_TYPES:
         return Skip(
@@ -229,7 +246,7 @@ def _plan_data(config: Config, trigger: Trigger) -> RunRequest | Skip | Batch:
         data_uri = uri
         readable = base
     run_key = f"{uri}#{trigger.generation}"
-    return _request(config, route, trigger, run_key, readable, {"data_uri": data_uri})
+    return _request(config, route, trigger, run_key, readable, {"data_uri": data_uri}, templates)
 
 
 # --------------------------------------------------------------------------- HTTP rules
@@ -258,7 +275,7 @@ def select_http_route(config: Config, trigger: Trigger) -> Route:
     return candidates[0]
 
 
-def _plan_change(config: Config, trigger: Trigger) -> RunRequest | Skip:
+def _plan_change(config: Config, trigger: Trigger, templates: TemplateLookup) -> RunRequest | Skip:
     if trigger.kind is Kind.CODE and trigger.event_type not in ("", "SUCCESS", "http.code"):
         build = f"build {trigger.build_id}" if trigger.build_id else "build"
         return Skip(f"{build} status {trigger.event_type}; only SUCCESS triggers")
@@ -276,7 +293,7 @@ def _plan_change(config: Config, trigger: Trigger) -> RunRequest | Skip:
     else:
         run_key = f"model:{trigger.model_uri}"
         readable = trigger.model_uri.rstrip("/").rsplit("/", 1)[-1]
-    return _request(config, route, trigger, run_key, readable, {"data_uri": data_uri})
+    return _request(config, route, trigger, run_key, readable, {"data_uri": data_uri}, templates)
 
 
 def template_allowed(template: str, prefixes: tuple[str, ...]) -> bool:
@@ -331,6 +348,7 @@ def _request(
     run_key: str,
     readable: str,
     extra: dict[str, str],
+    templates: TemplateLookup,
 ) -> RunRequest:
     if trigger.force:
         if not trigger.nonce:
@@ -346,6 +364,9 @@ def _request(
     values: dict[str, Any] = {}
     for name, value in route.parameters.items():
         values[name] = render(value, fields) if isinstance(value, str) else value
+    template = trigger.template or route.template
+    # Typed here, once: a value that does not convert to its declared type is refused (422).
+    typed = templates.for_route(route, template).coerce(values)
     labels = dict(route.labels)
     labels.update(
         {
@@ -362,9 +383,9 @@ def _request(
         run_key=run_key,
         job_id=job_id,
         display_name=display,
-        template=trigger.template or route.template,
+        template=template,
         pipeline_root=route.pipeline_root,
-        parameter_values=values,
+        parameter_values=typed,
         labels=labels,
         service_account=route.service_account,
         network=route.network,
@@ -376,16 +397,26 @@ def _request(
 
 
 def window_request(
-    config: Config, route: Route, window_id: str, manifest_uri: str, trigger: Trigger
+    config: Config,
+    route: Route,
+    window_id: str,
+    manifest_uri: str,
+    trigger: Trigger,
+    templates: TemplateLookup,
 ) -> RunRequest:
     """The run a closed batch window starts: its manifest is the data."""
     run_key = f"window:{route.name}:{window_id}"
     extra = {"data_uri": manifest_uri, "manifest_uri": manifest_uri}
-    return _request(config, route, trigger, run_key, "window-" + window_id[-12:], extra)
+    readable = "window-" + window_id[-12:]
+    return _request(config, route, trigger, run_key, readable, extra, templates)
 
 
-def plan(config: Config, trigger: Trigger) -> RunRequest | Skip | Batch:
-    """Decides what a trigger starts. Raises RejectedError subclasses for input that can never work."""
+def plan(config: Config, trigger: Trigger, templates: TemplateLookup) -> RunRequest | Skip | Batch:
+    """Decides what a trigger starts: a typed RunRequest, a Skip with its reason, or a Batch.
+
+    Raises RejectedError subclasses for input that can never work, ``TemplateError`` for a
+    template that cannot be read or does not fit the route.
+    """
     if trigger.kind is Kind.DATA:
-        return _plan_data(config, trigger)
-    return _plan_change(config, trigger)
+        return _plan_data(config, trigger, templates)
+    return _plan_change(config, trigger, templates)

@@ -15,12 +15,16 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from retrain_trigger.errors import ConfigError, TemplateError, Unprocessable
+from retrain_trigger.errors import BackendUnavailable, ConfigError, TemplateError, Unprocessable
+
+if TYPE_CHECKING:
+    from retrain_trigger.config import Config, Route
 
 MAX_TEMPLATE_BYTES = 16 << 20
-# Seconds a remote template read may take, retries included (the Service passes its deadline).
+# Seconds a remote template read may take, retries included (``for_config`` passes the
+# submit deadline).
 READ_DEADLINE = 20.0
 
 PARAMETER_TYPES = ("STRING", "NUMBER_INTEGER", "NUMBER_DOUBLE", "BOOLEAN", "LIST", "STRUCT")
@@ -51,21 +55,22 @@ class PipelineTemplate:
     def pipeline_name(self) -> str:
         return str(self.document.get("pipelineInfo", {}).get("name", ""))
 
-    def check_names(self, names: set[str], *, where: str = "") -> None:
-        """Configuration-time check: every name is an input and every required input is set."""
+    def check_names(self, names: set[str]) -> None:
+        """Configuration-time check: every name is an input and every required input is set.
+
+        Raises :class:`ConfigError` without a location; :meth:`TemplateCache.check` names it.
+        """
         unknown = sorted(names - set(self.inputs))
         if unknown:
             raise ConfigError(
                 f"unknown pipeline parameter(s) {', '.join(unknown)}; "
-                f"{self.uri} takes: {', '.join(sorted(self.inputs)) or 'none'}",
-                field=where,
+                f"{self.uri} takes: {', '.join(sorted(self.inputs)) or 'none'}"
             )
         missing = sorted(n for n, p in self.inputs.items() if p.required and n not in names)
         if missing:
             raise ConfigError(
                 f"required pipeline parameter(s) {', '.join(missing)} not set "
-                f"(add them under parameters)",
-                field=where,
+                f"(add them under parameters)"
             )
 
     def coerce(self, values: Mapping[str, Any], *, complete: bool = True) -> dict[str, Any]:
@@ -222,12 +227,8 @@ def _read_https(uri: str, deadline: float) -> bytes:
     except GoogleAuthError as exc:
         raise TemplateError(f"template {uri}: no credentials to read it: {exc}") from None
     except Exception as exc:  # requests' connection errors: transient
-        from retrain_trigger.errors import BackendUnavailable
-
         raise BackendUnavailable(f"template {uri} could not be fetched: {exc}") from None
     if response.status_code in (429, 500, 502, 503, 504):
-        from retrain_trigger.errors import BackendUnavailable
-
         raise BackendUnavailable(f"template {uri}: HTTP {response.status_code}")
     if response.status_code != 200:
         raise TemplateError(f"template {uri}: HTTP {response.status_code}")
@@ -237,13 +238,34 @@ def _read_https(uri: str, deadline: float) -> bytes:
 
 
 class TemplateCache:
-    """Reads each template URI once per process (per instance, on Cloud Functions)."""
+    """Reads each template URI once per process (per instance, on Cloud Functions), and checks
+    each route's parameters against the template it starts, once per (route, template).
 
-    def __init__(self, base_dir: str = "", *, deadline: float = READ_DEADLINE) -> None:
+    Two ways to ask for a route's template, one per moment:
+
+    - :meth:`check` at start-up (``Service.from_config``, ``retrain-trigger check``): a template
+      that cannot be read or does not fit the route's parameters is a :class:`ConfigError`
+      naming the file and the route's field;
+    - :meth:`for_route` while deciding an event (``rules.plan``): the same problem is a
+      :class:`TemplateError` (the submission is refused until an operator acts), with the same
+      text.
+    """
+
+    def __init__(
+        self, base_dir: str = "", *, deadline: float = READ_DEADLINE, source: str = ""
+    ) -> None:
         self._base_dir = base_dir
         self.deadline = deadline
+        self.source = source
         self._lock = threading.Lock()
         self._templates: dict[str, PipelineTemplate] = {}
+        self._checked: set[tuple[str, str]] = set()
+
+    @classmethod
+    def for_config(cls, config: Config) -> TemplateCache:
+        """Relative template paths resolve next to the configuration file."""
+        base_dir = os.path.dirname(os.path.abspath(config.source)) if config.source else ""
+        return cls(base_dir, deadline=config.submit_deadline_seconds, source=config.source)
 
     def resolve(self, uri: str) -> str:
         if "://" in uri or os.path.isabs(uri) or not self._base_dir:
@@ -269,6 +291,42 @@ class TemplateCache:
     def clear(self) -> None:
         with self._lock:
             self._templates.clear()
+            self._checked.clear()
+
+    def check(self, route: Route, uri: str = "") -> PipelineTemplate:
+        """The route's template (``uri`` or its own), with the parameter names and fixed values
+        checked against ``root.inputDefinitions``. Raises :class:`ConfigError`."""
+        uri = uri or route.template
+        try:
+            template = self.get(uri)
+        except TemplateError as exc:
+            raise ConfigError(
+                str(exc), source=self.source, field=f"{route.where}.template"
+            ) from None
+        if (route.name, uri) in self._checked:
+            return template
+        where = f"{route.where}.parameters"
+        try:
+            template.check_names(set(route.parameters))
+            fixed = {
+                k: v for k, v in route.parameters.items() if not (isinstance(v, str) and "{" in v)
+            }
+            template.coerce(fixed, complete=False)
+        except ConfigError as exc:
+            raise exc.located(source=self.source, field=where) from None
+        except Unprocessable as exc:
+            raise ConfigError(str(exc), source=self.source, field=where) from None
+        with self._lock:
+            self._checked.add((route.name, uri))
+        return template
+
+    def for_route(self, route: Route, uri: str = "") -> PipelineTemplate:
+        """:meth:`check` while deciding an event: a template that cannot be read or does not fit
+        is a :class:`TemplateError` (an operator must act; the event is redelivered)."""
+        try:
+            return self.check(route, uri)
+        except ConfigError as exc:
+            raise TemplateError(str(exc)) from None
 
 
 def read_template_bytes(uri: str, *, deadline: float = READ_DEADLINE) -> bytes:

@@ -91,7 +91,7 @@ TABLE: list[Need] = [
     Need(
         "http",
         "storage.objects.create (and delete, to rewrite it after a crash) of window manifests",
-        "src/retrain_trigger/windows.py::gcs.write_bytes(uri, data",
+        "src/retrain_trigger/gates/windows.py::gcs.write_bytes(uri, data",
         "roles/storage.objectUser",
         "bucket:artifacts",
         "objects/pipeline-root/manifests/",

@@ -212,8 +212,6 @@ def test_poller_path_delivers_eventarc_events(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(NO_EMULATOR, reason=NO_EMULATOR_REASON)
 def test_two_hundred_objects_in_one_window_make_one_run(tmp_path: Path) -> None:
-    from retrain_trigger import windows
-
     # A long quiet period, so that a slow push delivery cannot split the batch; the window is
     # then closed explicitly once every object is in it (retrain-trigger flush --now).
     with Stack(tmp_path / "stack", window_quiet_seconds=600, window_max_wait_seconds=3600) as stack:
@@ -225,7 +223,7 @@ def test_two_hundred_objects_in_one_window_make_one_run(tmp_path: Path) -> None:
             for k in keys
         ]
         assert len({e["window_id"] for e in batched}) == 1
-        [decision] = windows.flush(stack.service(), force=True)
+        [decision] = stack.service().flush(force=True)
         assert decision.outcome == "submitted", decision
         record = wait_run(stack, decision.job_id, timeout=240)
         assert_succeeded(record)

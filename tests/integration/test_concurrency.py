@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from retrain_trigger import windows
 from retrain_trigger.config import parse_config
+from retrain_trigger.gates.concurrency import lease_seconds
 from retrain_trigger.model import Decision, Kind, Outcome, Trigger
-from retrain_trigger.service import Service, lease_seconds
+from retrain_trigger.service import Service
 from tests.conftest import MNIST_TEMPLATE
 
 pytestmark = pytest.mark.emulator
@@ -124,9 +124,9 @@ def test_two_instances_two_changes_at_once_start_one_run(
         None,
     )
     if policy == "queue_latest":
-        assert windows.flush(second) == []  # the first run is still running
+        assert second.flush() == []  # the first run is still running
         fake_vertex.set_state(started.job_id, "SUCCEEDED")
-        [drained] = windows.flush(second)
+        [drained] = second.flush()
         assert drained.outcome is Outcome.SUBMITTED and drained.job_id == held.job_id
         assert len(fake_vertex.jobs) == 2
 
@@ -170,7 +170,7 @@ def test_a_takeover_after_the_lease_expired_is_said_and_both_runs_stay_tracked(
     later_clock.now = T0 + lease_seconds(later.config) + 1
     fake_vertex.inject("create", hang=SLOW_CREATE)
     results: list[Decision] = []
-    caplog.set_level(logging.WARNING, logger="retrain_trigger.service")
+    caplog.set_level(logging.WARNING, logger="retrain_trigger.gates.concurrency")
     thread = threading.Thread(target=lambda: results.append(stalled.handle(code("ccccccc1"))))
     thread.start()
     try:

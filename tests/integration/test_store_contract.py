@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 
 from retrain_trigger.config import Config
+from retrain_trigger.decisions import decision_entry
 from retrain_trigger.model import Decision, Kind, Outcome, Trigger
 from retrain_trigger.store import (
     SQLiteStore,
     StateStore,
     WindowItem,
     WindowState,
-    decision_entry,
     open_store,
 )
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from retrain_trigger import gcs, windows
+from retrain_trigger import gcs
 from retrain_trigger.config import parse_config
 from retrain_trigger.history import explain
 from retrain_trigger.model import Kind, Outcome, Trigger
@@ -100,9 +100,9 @@ def test_two_hundred_objects_make_one_run_with_a_manifest(make_service, fake_ver
         clock.now += 0.5
     again = service.handle(obj("daily/2026-11-27/part-0007.csv", generation="1007"))
     assert again.outcome is Outcome.DUPLICATE and "already in batch window" in again.reason
-    assert windows.flush(service) == []  # still open: not quiet yet
+    assert service.flush() == []  # still open: not quiet yet
     clock.now += 61
-    [decision] = windows.flush(service)
+    [decision] = service.flush()
     assert decision.outcome is Outcome.SUBMITTED, decision
     assert len(fake_vertex.jobs) == 1
     job = next(iter(fake_vertex.jobs.values()))
@@ -111,7 +111,7 @@ def test_two_hundred_objects_make_one_run_with_a_manifest(make_service, fake_ver
     manifest = json.loads(gcs.read_bytes(manifest_uri, max_bytes=1 << 20))
     assert manifest["count"] == 200
     assert {o["generation"] for o in manifest["objects"]} == {str(1000 + i) for i in range(200)}
-    assert windows.flush(service) == []  # closed: nothing more
+    assert service.flush() == []  # closed: nothing more
     # an object arriving after the close opens a new window
     late = service.handle(obj("daily/2026-11-28/part-0000.csv", generation="5"))
     assert late.window_id and late.window_id != decision.window_id
@@ -123,7 +123,7 @@ def test_window_closes_at_max_wait_even_if_busy(make_service, fake_vertex):
     for i in range(25):
         service.handle(obj(f"daily/x/part-{i}.csv", generation=str(i + 1)))
         clock.now += 30  # never quiet for 60 s
-    [decision] = windows.flush(service)
+    [decision] = service.flush()
     assert decision.outcome is Outcome.SUBMITTED
     assert len(fake_vertex.jobs) == 1
 
@@ -140,7 +140,7 @@ def test_two_concurrent_flushes_submit_one_run(make_service, fake_vertex):
 
     def run(service):
         barrier.wait()
-        results.extend(windows.flush(service))
+        results.extend(service.flush())
 
     threads = [threading.Thread(target=run, args=(s,)) for s in (first, second)]
     for t in threads:
@@ -158,12 +158,12 @@ def test_crash_between_manifest_and_submit_is_recovered(make_service, fake_verte
         service.handle(obj(f"daily/r/part-{i}.csv", generation=str(i + 1)))
     clock.now += 120
     fake_vertex.inject("create", status=503, times=None)
-    [failed] = windows.flush(service)
+    [failed] = service.flush()
     assert failed.outcome is Outcome.FAILED and failed.retryable
-    assert windows.flush(service) == []  # still leased by the failed flush
+    assert service.flush() == []  # still leased by the failed flush
     fake_vertex.clear_faults()
     clock.now += 3600  # the lease expires
-    [recovered] = windows.flush(service)
+    [recovered] = service.flush()
     assert recovered.outcome is Outcome.SUBMITTED
     assert recovered.run_key == failed.run_key
     assert len(fake_vertex.jobs) == 1
@@ -194,13 +194,13 @@ def test_queue_latest_keeps_only_the_newest(make_service, fake_vertex):
     assert queued.outcome is Outcome.SKIPPED and "queued behind" in queued.reason
     newer = service.handle(_code("bbbbbbb3"))
     assert "replaces the queued code:bbbbbbb2" in newer.reason
-    assert windows.flush(service) == []  # the first run is still running
+    assert service.flush() == []  # the first run is still running
     fake_vertex.set_state(first.job_id, "SUCCEEDED")
-    [started] = windows.flush(service)
+    [started] = service.flush()
     assert started.outcome is Outcome.SUBMITTED
     assert started.run_key == "code:bbbbbbb3:"
     assert len(fake_vertex.jobs) == 2
-    assert windows.flush(service) == []
+    assert service.flush() == []
 
 
 def test_why_explains_filtered_batched_and_submitted(make_service, fake_vertex):
@@ -222,7 +222,7 @@ def test_why_explains_filtered_batched_and_submitted(make_service, fake_vertex):
     assert batched[0]["decision"] == "skipped"
     assert batched[0]["window"]["state"] == "OPEN"
     clock.now += 120
-    windows.flush(service)
+    service.flush()
     batched = explain(service, "gs://win-bucket/daily/b.csv")["decisions"]
     assert batched[0]["window"]["state"] == "CLOSED"
     assert batched[0]["job_id"].startswith("batch-data-window-")
@@ -254,8 +254,8 @@ def test_forced_flush_closes_an_open_window_now(make_service, fake_vertex):
     clock = Clock()
     service = make_service(clock=clock)
     service.handle(obj("daily/f/part-0.csv", generation="1"))
-    assert windows.flush(service) == []  # not quiet yet
-    [decision] = windows.flush(service, force=True)
+    assert service.flush() == []  # not quiet yet
+    [decision] = service.flush(force=True)
     assert decision.outcome is Outcome.SUBMITTED
     assert len(fake_vertex.jobs) == 1
 
@@ -269,17 +269,17 @@ def test_flush_sweeps_windows_and_decisions_after_their_retention(make_service, 
     store = service.store
     service.handle(obj("daily/s/part-0.csv", generation="1"))
     clock.now += 120
-    [decision] = windows.flush(service)
+    [decision] = service.flush()
     closed_at = clock.now
     window = store.get_window(decision.window_id)
     assert window is not None and window.expire_at == closed_at + 7 * DAY
     assert len(store.list_decisions(since=0)) == 2  # batched, then submitted
 
     clock.now = closed_at + 7 * DAY - 1
-    assert windows.flush(service) == []
+    assert service.flush() == []
     assert store.get_window(decision.window_id) is not None
     clock.now += 1
-    assert windows.flush(service) == []
+    assert service.flush() == []
     assert store.get_window(decision.window_id) is None
     assert store.window_items(decision.window_id) == []
     assert store.list_decisions(since=0) == []
@@ -297,6 +297,6 @@ def test_a_failing_sweep_does_not_fail_the_flush(make_service, fake_vertex, monk
         raise StoreError("state store busy")
 
     monkeypatch.setattr(service.store, "purge_expired", unavailable)
-    [decision] = windows.flush(service)
+    [decision] = service.flush()
     assert decision.outcome is Outcome.SUBMITTED
     assert "state store sweep failed: state store busy" in caplog.text

@@ -2,7 +2,7 @@
 
 The committed spec is kept in sync with its source; its steps are checked one by one in-process;
 the whole spec is run with kfp's local runner on manifests exactly as the trigger writes them
-(``retrain_trigger.windows.manifest_body``), over shards on fake-gcs-server, reporting to the
+(``retrain_trigger.gates.windows.manifest_body``), over shards on fake-gcs-server, reporting to the
 Pub/Sub emulator.
 """
 
@@ -62,9 +62,9 @@ def route() -> Any:
 
 def manifest_of(route: Any, objects: list[tuple[str, str, str, int | None]], opened_at: float):
     """The manifest the trigger writes for a window of ``(bucket, name, generation, size)``."""
+    from retrain_trigger.gates.windows import manifest_body
     from retrain_trigger.store import Window, WindowItem, WindowState
     from retrain_trigger.store.base import new_window_id
-    from retrain_trigger.windows import manifest_body
 
     items = [WindowItem(bucket=b, object=n, generation=g, size=s) for b, n, g, s in objects]
     window = Window(

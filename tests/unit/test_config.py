@@ -87,10 +87,10 @@ BAD = [
     ("region: us-central1\nroutes: [x]\n", r"project: is required for the vertex backend"),
     ("project: p-123\nregion: Mars\nroutes: [x]\n", r"region: is not a valid region: 'Mars'"),
     ("project: p-123\nroutes: [x]\n", r"routes\[0\]: must be a mapping, got a string"),
-    ("project: p-123\nroutes: [{name: m}]\n", r"routes\[0\]\(m\)\.template: is required"),
+    ("project: p-123\nroutes: [{name: m}]\n", r"routes\[0\] \(m\)\.template: is required"),
     (
         "project: p-123\nroutes: [{name: Bad_Name, template: t.yaml, pipeline_root: gs://b/r, code: true}]\n",
-        r"routes\[0\]\(Bad_Name\)\.name: must be 1-30 characters",
+        r"routes\[0\] \(Bad_Name\)\.name: must be 1-30 characters",
     ),
     (
         "project: p-123\nroutes: [{name: m, template: ftp://x/t.yaml, pipeline_root: gs://b/r, code: true}]\n",
@@ -102,7 +102,7 @@ BAD = [
     ),
     (
         "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r}]\n",
-        r"routes\[0\]\(m\): accepts no trigger",
+        r"routes\[0\] \(m\): accepts no trigger",
     ),
     (
         "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: yes-please}]\n",
@@ -186,7 +186,7 @@ BAD = [
     ),
     (
         "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, writes: ['s3://b/x']}]\n",
-        r"routes\[0\]\(m\)\.writes: 's3://b/x' must be a gs://bucket\[/folder\] URI",
+        r"routes\[0\] \(m\)\.writes: 's3://b/x' must be a gs://bucket\[/folder\] URI",
     ),
     (
         "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true, writes: ['gs://b//x']}]\n",
@@ -198,7 +198,7 @@ BAD = [
     ),
     (
         "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://bkt/, data: {bucket: bkt, include: ['data/**']}}]\n",
-        r"routes\(m\)\.data: every object this route's data rule matches lies under a location",
+        r"routes\[0\] \(m\)\.data: every object this route's data rule matches lies under a location",
     ),
     (
         "project: p-123\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://bkt/r, writes: [gs://bkt/data], data: {bucket: bkt, include: ['data/*.csv']}}]\n",

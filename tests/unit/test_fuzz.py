@@ -29,6 +29,7 @@ from retrain_trigger import events, rules
 from retrain_trigger.config import parse_config
 from retrain_trigger.errors import RejectedError
 from retrain_trigger.model import RunRequest, Trigger
+from retrain_trigger.spec import TemplateCache
 from tests.conftest import BASE_CONFIG, MNIST_TEMPLATE, REPO
 from tests.fakes.vertex import FakeVertex
 
@@ -330,6 +331,7 @@ def cloud_events(draw: st.DrawFn) -> CloudEvent:
 # --------------------------------------------------------------------------- checks
 
 CONFIG = parse_config(BASE_CONFIG.format(template=MNIST_TEMPLATE), source="fuzz.yaml")
+TEMPLATES = TemplateCache.for_config(CONFIG)
 
 
 def check_request(request: RunRequest) -> None:
@@ -344,7 +346,7 @@ def check_request(request: RunRequest) -> None:
 def check_planned(trigger: Trigger) -> None:
     """Rules either refuse (RejectedError) or plan something Vertex would accept."""
     try:
-        planned = rules.plan(CONFIG, trigger)
+        planned = rules.plan(CONFIG, trigger, TEMPLATES)
     except RejectedError:
         tally("planned: rejected by the rules")
         return

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -8,6 +9,28 @@ from retrain_trigger import rules
 from retrain_trigger.config import parse_config
 from retrain_trigger.errors import Forbidden, Unprocessable
 from retrain_trigger.model import Kind, RunRequest, Trigger
+from retrain_trigger.spec import parse_template
+
+
+class Templates:
+    """The template lookup rules.plan is given: for each route, a compiled template declaring
+    exactly the route's parameters, each of the type of its configured value, none required."""
+
+    TYPES = {bool: "BOOLEAN", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", str: "STRING"}
+
+    def for_route(self, route, uri=""):
+        declared = {
+            name: {"parameterType": self.TYPES[type(value)], "isOptional": True}
+            for name, value in route.parameters.items()
+        }
+        document = {
+            "pipelineInfo": {"name": "rules-test"},
+            "root": {"inputDefinitions": {"parameters": declared}},
+        }
+        return parse_template(json.dumps(document).encode(), uri or route.template)
+
+
+TEMPLATES = Templates()
 
 CONFIG = """
 project: test-project
@@ -93,14 +116,14 @@ def data(name, bucket="ct-bucket", generation="17", size=10, event_type="OBJECT_
     ],
 )
 def test_data_skips(config, trigger, reason):
-    planned = rules.plan(config, trigger)
+    planned = rules.plan(config, trigger, TEMPLATES)
     assert isinstance(planned, rules.Skip)
     assert reason in planned.reason
 
 
 def test_object_mode_request(config):
     request = rules.plan(
-        config, data("data/2026-11-27/part-0001.csv", generation="1764259200000001")
+        config, data("data/2026-11-27/part-0001.csv", generation="1764259200000001"), TEMPLATES
     )
     assert isinstance(request, RunRequest)
     assert request.run_key == "gs://ct-bucket/data/2026-11-27/part-0001.csv#1764259200000001"
@@ -117,7 +140,9 @@ def test_object_mode_request(config):
 
 
 def test_marker_mode_gets_the_folder(config):
-    request = rules.plan(config, data("exports/2026-11-27/_SUCCESS", bucket="other-bucket", size=0))
+    request = rules.plan(
+        config, data("exports/2026-11-27/_SUCCESS", bucket="other-bucket", size=0), TEMPLATES
+    )
     assert isinstance(request, RunRequest)
     assert request.parameter_values["data_uri"] == "gs://other-bucket/exports/2026-11-27/"
     assert request.run_key == "gs://other-bucket/exports/2026-11-27/_SUCCESS#17"
@@ -125,9 +150,9 @@ def test_marker_mode_gets_the_folder(config):
 
 
 def test_same_change_same_job_id_new_generation_new_job(config):
-    a = rules.plan(config, data("data/a.csv", generation="1"))
-    b = rules.plan(config, data("data/a.csv", generation="1", event_id="other-delivery"))
-    c = rules.plan(config, data("data/a.csv", generation="2"))
+    a = rules.plan(config, data("data/a.csv", generation="1"), TEMPLATES)
+    b = rules.plan(config, data("data/a.csv", generation="1", event_id="other-delivery"), TEMPLATES)
+    c = rules.plan(config, data("data/a.csv", generation="2"), TEMPLATES)
     assert a.job_id == b.job_id != c.job_id
 
 
@@ -138,7 +163,7 @@ def test_code_trigger_uses_route_dataset(config):
         commit_sha="0123456789abcdef",
         image_uri="gcr.io/p/train@sha256:" + "b" * 64,
     )
-    request = rules.plan(config, trigger)
+    request = rules.plan(config, trigger, TEMPLATES)
     assert request.route == "mnist"
     assert request.parameter_values["data_uri"] == "gs://ct-bucket/data/"
     assert request.parameter_values["commit_sha"] == "0123456789abcdef"
@@ -149,7 +174,7 @@ def test_code_trigger_uses_route_dataset(config):
 
 def test_model_trigger(config):
     request = rules.plan(
-        config, Trigger(kind=Kind.MODEL, source="http", model_uri="gs://models/base/v7/")
+        config, Trigger(kind=Kind.MODEL, source="http", model_uri="gs://models/base/v7/"), TEMPLATES
     )
     assert request.run_key == "model:gs://models/base/v7/"
     assert request.job_id.startswith("mnist-model-v7-")
@@ -160,16 +185,18 @@ def test_force_adds_nonce(config):
     forced = Trigger(
         kind=Kind.CODE, source="http", commit_sha="abcdef12", force=True, nonce="again-1"
     )
-    plain, rerun = rules.plan(config, base), rules.plan(config, forced)
+    plain, rerun = rules.plan(config, base, TEMPLATES), rules.plan(config, forced, TEMPLATES)
     assert rerun.run_key == plain.run_key + "#force=again-1"
     assert rerun.job_id != plain.job_id
-    assert rules.plan(config, forced).job_id == rerun.job_id  # the same request: the same run
+    assert (
+        rules.plan(config, forced, TEMPLATES).job_id == rerun.job_id
+    )  # the same request: the same run
 
 
 def test_force_without_nonce_is_refused_not_timed(config):
     trigger = Trigger(kind=Kind.CODE, source="http", commit_sha="abcdef12", force=True)
     with pytest.raises(Unprocessable, match=r'force needs a nonce.*send "nonce"') as exc:
-        rules.plan(config, trigger)
+        rules.plan(config, trigger, TEMPLATES)
     assert exc.value.code == "nonce_required" and exc.value.status == 422
 
 
@@ -181,7 +208,7 @@ def test_cloud_build_not_success_is_skipped(config):
         build_id="b1",
         commit_sha="abcdef12",
     )
-    planned = rules.plan(config, trigger)
+    planned = rules.plan(config, trigger, TEMPLATES)
     assert (
         isinstance(planned, rules.Skip)
         and planned.reason == "build b1 status FAILURE; only SUCCESS triggers"
@@ -222,7 +249,7 @@ def test_cloud_build_not_success_is_skipped(config):
 )
 def test_http_rejections(config, trigger, error, message):
     with pytest.raises(error, match=re.escape(message)):
-        rules.plan(config, trigger)
+        rules.plan(config, trigger, TEMPLATES)
 
 
 ALLOWED = ("gs://ct-templates/mnist", "https://us-central1-kfp.pkg.dev/my-proj/mnist-repo")
@@ -268,7 +295,9 @@ def test_allowed_template_is_used(config):
         commit_sha="abcdef12",
         template="gs://ct-templates/mnist/abcdef12/t.yaml",
     )
-    assert rules.plan(config, trigger).template == "gs://ct-templates/mnist/abcdef12/t.yaml"
+    assert (
+        rules.plan(config, trigger, TEMPLATES).template == "gs://ct-templates/mnist/abcdef12/t.yaml"
+    )
 
 
 def test_ambiguous_route():
@@ -279,7 +308,7 @@ def test_ambiguous_route():
     with pytest.raises(
         Unprocessable, match=r"several routes accept code triggers \(mnist, marker\)"
     ):
-        rules.plan(config, Trigger(kind=Kind.CODE, source="http", commit_sha="abcdef12"))
+        rules.plan(config, Trigger(kind=Kind.CODE, source="http", commit_sha="abcdef12"), TEMPLATES)
 
 
 REGISTRY_CONFIG = """
@@ -309,7 +338,7 @@ routes:
 def test_loop_guard_covers_fixed_gs_parameters_on_path_boundaries(name, bucket, skipped):
     """A data route whose globs see the model registry must not retrain on every registration."""
     config = parse_config(REGISTRY_CONFIG, env={})
-    planned = rules.plan(config, data(name, bucket=bucket))
+    planned = rules.plan(config, data(name, bucket=bucket), TEMPLATES)
     if skipped:
         assert isinstance(planned, rules.Skip) and skipped in planned.reason, planned
         assert planned.reason.startswith("loop guard: ")
@@ -326,8 +355,8 @@ def test_explicit_writes_replace_the_inferred_ones():
         ("gs://ct-bucket/pipeline-root", "pipeline_root"),
         ("gs://ct-bucket/data/out", "writes"),
     )
-    assert isinstance(rules.plan(config, data("data/registry/m.joblib")), RunRequest)
-    assert "gs://ct-bucket/data/out" in rules.plan(config, data("data/out/x")).reason
+    assert isinstance(rules.plan(config, data("data/registry/m.joblib"), TEMPLATES), RunRequest)
+    assert "gs://ct-bucket/data/out" in rules.plan(config, data("data/out/x"), TEMPLATES).reason
 
 
 def test_display_names_carry_no_control_characters(config):
@@ -335,7 +364,7 @@ def test_display_names_carry_no_control_characters(config):
         "    labels: {team: ml}", '    labels: {team: ml}\n    display_name: "{object}"'
     )
     config = parse_config(text, env={})
-    request = rules.plan(config, data("data/a\tb\x01c.csv"))
+    request = rules.plan(config, data("data/a\tb\x01c.csv"), TEMPLATES)
     assert request.display_name == "data/a b c.csv"
     assert request.parameter_values["data_uri"] == "gs://ct-bucket/data/a\tb\x01c.csv"
     assert re.fullmatch(r"mnist-data-a-b-c-csv-[0-9a-f]{16}", request.job_id)

@@ -126,7 +126,7 @@ routes:
     [
         (
             '{data_uri: "{data_uri}"}',
-            r"routes\(mnist\)\.parameters: required pipeline parameter\(s\) model_registry_uri not set",
+            r"routes\[0\] \(mnist\)\.parameters: required pipeline parameter\(s\) model_registry_uri not set",
         ),
         (
             '{data_uri: "{data_uri}", model_registry_uri: m, learning_rate: 1}',
@@ -149,7 +149,7 @@ def test_parameters_checked_when_the_config_loads(params, message):
 def test_missing_local_template_fails_at_start():
     config = parse_config(ROUTE.format(template="/nope/t.yaml", params="{}"), env={})
     with pytest.raises(
-        ConfigError, match=r"routes\(mnist\)\.template: template /nope/t\.yaml not found"
+        ConfigError, match=r"routes\[0\] \(mnist\)\.template: template /nope/t\.yaml not found"
     ):
         Service.from_config(config)
 

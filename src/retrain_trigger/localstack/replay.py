@@ -164,16 +164,20 @@ class Planned:
 
 
 def plan_backfill(config: Any, messages: Iterable[BackfillMessage]) -> list[Planned]:
-    """What each message would start, by the core's rules (``rules.plan``); nothing is published."""
-    from retrain_trigger import events, rules
+    """What each message would start, by the core's rules (``rules.plan``); nothing is published.
 
+    A template that cannot be read or does not fit its route raises ``TemplateError``."""
+    from retrain_trigger import events, rules
+    from retrain_trigger.spec import TemplateCache
+
+    templates = TemplateCache.for_config(config)
     out: list[Planned] = []
     for message in messages:
         try:
             trigger = events.decode_gcs_notification(
                 message.attributes, message.data, source="replay"
             )
-            planned = rules.plan(config, trigger)
+            planned = rules.plan(config, trigger, templates)
         except RejectedError as exc:
             out.append(Planned(key=message.key, outcome="reject", reason=str(exc)))
             continue

@@ -20,7 +20,6 @@ from retrain_trigger.store.base import (
     WindowInfo,
     WindowItem,
     WindowState,
-    decision_entry,
 )
 from retrain_trigger.store.sqlite import STATE_FILE, SQLiteStore
 
@@ -40,7 +39,6 @@ __all__ = [
     "WindowInfo",
     "WindowItem",
     "WindowState",
-    "decision_entry",
     "open_store",
 ]
 

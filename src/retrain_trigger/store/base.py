@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from retrain_trigger.constants import rfc3339
 
 if TYPE_CHECKING:
-    from retrain_trigger.model import Decision, Trigger
+    from retrain_trigger.model import Trigger
 
 DEFAULT_DECISION_LIMIT = 100
 DEFAULT_OBJECT_LIMIT = 20
@@ -337,7 +337,8 @@ class StateStore(Protocol):
         """Stores one decision until ``entry["time"] + ttl_seconds``; returns its id.
 
         ``entry`` holds time, outcome, reason, route, run_key, job_id, job, trigger (kind,
-        bucket, object, generation, event_id ...) and window_id; see :func:`decision_entry`.
+        bucket, object, generation, event_id ...) and window_id; see
+        :func:`retrain_trigger.decisions.decision_entry`.
         ``time`` may be seconds since the epoch, an RFC 3339 string or a datetime.
         """
         ...
@@ -486,51 +487,3 @@ class DecisionRecord:
         out["id"] = record_id
         out["expire_at"] = rfc3339(expire_at)
         return out
-
-
-_TRIGGER_FIELDS = (
-    "kind",
-    "source",
-    "event_id",
-    "event_time",
-    "event_type",
-    "bucket",
-    "object",
-    "generation",
-    "size",
-    "commit_sha",
-    "image_uri",
-    "build_id",
-    "branch",
-    "model_uri",
-    "force",
-    "nonce",
-)
-
-
-def decision_entry(decision: Decision, *, time: float, window_id: str = "") -> dict[str, Any]:
-    """The history entry of one Decision (what ``record_decision`` expects).
-
-    ``window_id`` defaults to the decision's own, when it has one.
-    """
-    trigger: dict[str, Any] = {}
-    if decision.trigger is not None:
-        raw = decision.trigger.to_dict()
-        trigger = {name: raw[name] for name in _TRIGGER_FIELDS if name in raw}
-    entry: dict[str, Any] = {
-        "time": time,
-        "outcome": str(decision.outcome),
-        "reason": decision.reason,
-        "route": decision.route,
-        "run_key": decision.run_key,
-        "job_id": decision.job_id,
-        "job": decision.job_name,
-        "status": decision.status,
-        "trigger": trigger,
-        "window_id": window_id or getattr(decision, "window_id", "") or "",
-    }
-    if decision.code:
-        entry["code"] = decision.code
-    if decision.retryable:
-        entry["retryable"] = True
-    return entry

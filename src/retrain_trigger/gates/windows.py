@@ -1,7 +1,7 @@
 """Batch windows: one run per batch of objects, with a manifest of what it covers.
 
 A data route with ``mode: window`` does not start a run per object: each finalized object joins
-the route's open window (``Service._batch``). :func:`flush` closes the windows that are due (quiet
+the route's open window (:func:`add`). :func:`close_due` closes the windows that are due (quiet
 for ``quiet_seconds``, or open for ``max_wait_seconds``): it claims the window in the state store
 (so two flushes racing each other close it once), writes a JSON manifest of every object and
 generation under the route's pipeline root, records the manifest and run key, submits exactly one
@@ -10,9 +10,14 @@ the manifest and the submit leaves the window CLOSING; once its lease expires th
 finishes it with the recorded run key, and Vertex answers a second create ``duplicate``.
 
 In production Cloud Scheduler calls ``POST /flush`` on the HTTP function every minute; locally the
-stack's ticker does. A flush also starts queued runs of ``queue_latest`` routes whose active run
-has ended, and sweeps the state store: at most :data:`SWEEP_LIMIT` expired records (decisions,
-and closed windows and their items past their retention) per flush.
+stack's ticker does (both reach ``Service.flush``). A flush also starts queued runs of
+``queue_latest`` routes whose active run has ended (``concurrency.drain``), and sweeps the
+state store (:func:`sweep`): at most :data:`SWEEP_LIMIT` expired records (decisions, and closed windows and
+their items past their retention) per flush.
+
+The gate submits through ``run`` (a RunRequest built here, its trigger and the window id ->
+the Decision) and reports failures before a submission through ``fail``: both are the Service's
+public methods, passed in, so that every decision is gated, logged and recorded in one place.
 """
 
 from __future__ import annotations
@@ -22,15 +27,22 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from retrain_trigger import rules
-from retrain_trigger.model import Decision, Kind, Outcome, Trigger
+from retrain_trigger.errors import BackendUnavailable, SubmitError
+from retrain_trigger.model import Decision, Kind, Outcome, RunRequest, Trigger
 
 if TYPE_CHECKING:
-    from retrain_trigger.config import Route
-    from retrain_trigger.service import Service
-    from retrain_trigger.store import Window, WindowItem
+    from retrain_trigger.config import Config, Route
+    from retrain_trigger.store import StateStore, Window, WindowItem
+
+Clock = Callable[[], float]
+# Submits a RunRequest built here (with its trigger and the window id) through the gates.
+Run = Callable[[RunRequest, Trigger, str], Decision]
+# The Decision for a failure before anything was submitted.
+Fail = Callable[[SubmitError], Decision]
 
 log = logging.getLogger(__name__)
 
@@ -84,50 +96,85 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def flush(
-    service: Service,
+def add(batch: rules.Batch, trigger: Trigger, *, store: StateStore, clock: Clock) -> Decision:
+    """The object joins its route's open window (one is opened when none is): ``skipped``
+    (batched), or ``duplicate`` when the object was already recorded for the route."""
+    from retrain_trigger.store.base import WindowItem  # the store's module, opened already
+
+    info = store.add_to_window(batch.route, WindowItem.from_trigger(trigger), clock())
+    if not info.added:
+        window = store.get_window(info.window_id)
+        return Decision(
+            outcome=Outcome.DUPLICATE,
+            reason=f"already in batch window {info.window_id} ({info.state})",
+            route=batch.route,
+            run_key=batch.run_key,
+            job_id=window.job_id if window else "",
+            job_name=window.job_name if window else "",
+            window_id=info.window_id,
+        )
+    return Decision(
+        outcome=Outcome.SKIPPED,
+        reason=(
+            f"batched into window {info.window_id} ({info.count} object"
+            f"{'s' if info.count != 1 else ''}); one run starts when it closes"
+        ),
+        route=batch.route,
+        run_key=batch.run_key,
+        window_id=info.window_id,
+        code="batched",
+    )
+
+
+def close_due(
+    config: Config,
+    route: Route,
     *,
-    now: float | None = None,
+    store: StateStore,
+    templates: rules.TemplateLookup,
+    now: float,
+    lease: float,
+    run: Run,
+    fail: Fail,
+    clock: Clock,
     owner: str = "",
-    route: str = "",
     force: bool = False,
 ) -> list[Decision]:
-    """Closes every due window (one Decision each) and starts queued runs whose turn came.
+    """Closes the route's due windows (every open one with ``force``): one Decision each.
 
-    ``force`` closes every open window now, due or not (an operator's "run on what arrived").
+    ``force`` is an operator's "run on what arrived", due or not.
     """
-    from retrain_trigger.service import lease_seconds
-
+    rule = route.data
+    if rule is None or rule.mode != "window":
+        return []
     owner = owner or default_owner()
+    quiet, max_wait = (0, 0) if force else (rule.quiet_seconds, rule.max_wait_seconds)
     decisions: list[Decision] = []
-    store = service.store
-    lease = lease_seconds(service.config)
-    for candidate in service.config.routes:
-        if route and candidate.name != route:
-            continue
-        rule = candidate.data
-        if rule is not None and rule.mode == "window":
-            moment = service._now() if now is None else now
-            quiet, max_wait = (0, 0) if force else (rule.quiet_seconds, rule.max_wait_seconds)
-            due = store.due_windows(candidate.name, moment, quiet, max_wait)
-            for info in due:
-                window = store.claim_window(info.window_id, owner, moment, lease)
-                if window is None:
-                    continue  # another flush holds it
-                decisions.append(close(service, candidate, window, owner))
-        if candidate.concurrency == "queue_latest":
-            started = service.drain_queue(candidate)
-            if started is not None:
-                decisions.append(started)
-    sweep(service, service._now() if now is None else now)
+    for info in store.due_windows(route.name, now, quiet, max_wait):
+        window = store.claim_window(info.window_id, owner, now, lease)
+        if window is None:
+            continue  # another flush holds it
+        decisions.append(
+            close(
+                config,
+                route,
+                window,
+                owner,
+                store=store,
+                templates=templates,
+                run=run,
+                fail=fail,
+                clock=clock,
+            )
+        )
     return decisions
 
 
-def sweep(service: Service, now: float, limit: int = SWEEP_LIMIT) -> int:
+def sweep(store: StateStore, now: float, limit: int = SWEEP_LIMIT) -> int:
     """Deletes up to ``limit`` expired records; best effort (a failure is logged, and Firestore's
     TTL policies delete the same in production). Returns how many were deleted."""
     try:
-        deleted = int(service.store.purge_expired(now, limit=limit))
+        deleted = int(store.purge_expired(now, limit=limit))
     except Exception as exc:  # never fails the flush: the windows were closed already
         log.warning("state store sweep failed: %s", exc)
         return 0
@@ -136,9 +183,19 @@ def sweep(service: Service, now: float, limit: int = SWEEP_LIMIT) -> int:
     return deleted
 
 
-def close(service: Service, route: Route, window: Window, owner: str) -> Decision:
+def close(
+    config: Config,
+    route: Route,
+    window: Window,
+    owner: str,
+    *,
+    store: StateStore,
+    templates: rules.TemplateLookup,
+    run: Run,
+    fail: Fail,
+    clock: Clock,
+) -> Decision:
     """Manifest, record, submit, close: the steps of one claimed window."""
-    store = service.store
     assert route.data is not None
     items = store.window_items(window.window_id)
     trigger = Trigger(
@@ -153,26 +210,22 @@ def close(service: Service, route: Route, window: Window, owner: str) -> Decisio
         if not window.manifest_uri:
             write_manifest(manifest_uri, manifest_body(route, window, items))
         request = rules.window_request(
-            service.config, route, window.window_id, manifest_uri, trigger
+            config, route, window.window_id, manifest_uri, trigger, templates
         )
         recorded = store.set_window_manifest(
             window.window_id, manifest_uri, request.run_key, request.job_id
         )
     except Exception as exc:  # the window stays CLOSING; its lease expires and a flush retries
-        from retrain_trigger.errors import BackendUnavailable
-
         log.warning("window %s: manifest not written: %s", window.window_id, exc)
-        return service.fail(
-            BackendUnavailable(f"window {window.window_id}: manifest not written: {exc}")
-        )
+        return fail(BackendUnavailable(f"window {window.window_id}: manifest not written: {exc}"))
     if recorded.run_key != request.run_key:  # an earlier flush chose already; reuse its run
         request = rules.window_request(
-            service.config, route, window.window_id, recorded.manifest_uri, trigger
+            config, route, window.window_id, recorded.manifest_uri, trigger, templates
         )
-    decision = service.handle(trigger, request=request, window_id=window.window_id)
+    decision = run(request, trigger, window.window_id)
     held = decision.outcome is Outcome.SKIPPED and decision.code == "held"
     if decision.outcome in (Outcome.SUBMITTED, Outcome.DUPLICATE) or (
         held and route.concurrency == "queue_latest"
     ):
-        store.close_window(window.window_id, owner, decision.job_name, now=service._now())
+        store.close_window(window.window_id, owner, decision.job_name, now=clock())
     return decision
