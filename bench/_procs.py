@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from retrain_trigger.localstack.stack import fake_gcs_binary
+from retrain_trigger_dev.localstack.stack import fake_gcs_binary
 
 REPO = Path(__file__).resolve().parent.parent
 PYCACHE = REPO / "bench" / "results" / ".pycache"
@@ -285,7 +285,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def children_of(pid: int) -> list[int]:
-    from retrain_trigger.localstack.services import proc_table
+    from retrain_trigger_dev.localstack.supervisor import proc_table
 
     return sorted(child for child, (ppid, _, _) in proc_table().items() if ppid == pid)
 

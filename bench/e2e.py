@@ -1,6 +1,6 @@
 """Local end to end: data written to the local stack's bucket, to a registered model.
 
-Starts :class:`retrain_trigger.localstack.stack.Stack` as it ships (fake-gcs-server, the Pub/Sub
+Starts :class:`retrain_trigger_dev.localstack.stack.Stack` as it ships (fake-gcs-server, the Pub/Sub
 emulator when installed or else the bucket poller, both functions, the flush ticker and the local
 backend's worker) and writes the digits shards under ``data/``. The stack batches data changes
 in a window that closes once no object arrived for its quiet period; the clock starts when the
@@ -62,9 +62,10 @@ class _Decisions:
 def measure(*, quick: bool) -> tuple[list[Row], dict[str, Any]]:
     details: dict[str, Any] = {}
     try:
-        from retrain_trigger import gcs, sampledata
-        from retrain_trigger.localstack import objects
-        from retrain_trigger.localstack.stack import DATA_PREFIX, Stack
+        from retrain_trigger import gcs
+        from retrain_trigger_dev import sampledata
+        from retrain_trigger_dev.localstack import objects
+        from retrain_trigger_dev.localstack.stack import DATA_PREFIX, Stack
     except ImportError as exc:
         return _not_measured(f"local stack not available: {exc}", details)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from retrain_trigger.packaging import build_function_zips
+from retrain_trigger_dev.packaging import build_function_zips
 from tests.fakes.vertex import FakeVertex
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from retrain_trigger import packaging
-from retrain_trigger.packaging import PackagingError, build_function_zips
+from retrain_trigger_dev import packaging
+from retrain_trigger_dev.packaging import PackagingError, build_function_zips
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL_PIPELINE = REPO / "tests" / "fakes" / "minimal_pipeline.yaml"
@@ -79,13 +79,16 @@ def test_zip_holds_the_function_and_the_core(built: dict[str, Path], folder: str
 def test_every_serving_module_is_packaged_and_no_local_one(
     built: dict[str, Path], folder: str
 ) -> None:
+    """The folder is the boundary: the core whole, nothing of the development wing."""
     names = set(_names(built[folder]))
     source = REPO / "src" / "retrain_trigger"
     for path in source.rglob("*.py"):
         if "__pycache__" in path.parts:
             continue
-        relative = path.relative_to(source).as_posix()
-        assert (f"retrain_trigger/{relative}" in names) != packaging.is_excluded(relative), relative
+        assert f"retrain_trigger/{path.relative_to(source).as_posix()}" in names, path
+    wing = REPO / "src" / "retrain_trigger_dev"
+    assert list(wing.rglob("*.py"))
+    assert not [n for n in names if n.startswith("retrain_trigger_dev/")]
     for local in ("cli.py", "packaging.py", "ledger.py", "sampledata.py", "backends/local.py"):
         assert f"retrain_trigger/{local}" not in names
     assert not [n for n in names if n.startswith("retrain_trigger/localstack/")]
@@ -143,28 +146,28 @@ def test_unpinned_requirements_are_refused(tmp_path: Path) -> None:
 
 def test_an_eager_import_of_a_local_only_module_is_refused(tmp_path: Path) -> None:
     root = _copy_tree(tmp_path / "repo")
-    (root / "src" / "retrain_trigger" / "ledger.py").write_text("X = 1\n")
     (root / "src" / "retrain_trigger" / "uses_ledger.py").write_text(
-        "from __future__ import annotations\n\nfrom retrain_trigger.ledger import X\n"
+        "from __future__ import annotations\n\nfrom retrain_trigger_dev.local.ledger import X\n"
     )
     with pytest.raises(
-        PackagingError, match=r"uses_ledger.py:3 imports retrain_trigger.ledger, which is not"
+        PackagingError,
+        match=r"uses_ledger.py:3 imports retrain_trigger_dev.local.ledger.X, which is not",
     ):
         build_function_zips(root, tmp_path / "dist")
 
 
-def test_lazy_and_type_checking_imports_of_local_modules_are_allowed(tmp_path: Path) -> None:
+def test_lazy_and_type_checking_imports_of_local_modules_are_refused_too(tmp_path: Path) -> None:
+    """A lazy import of the wing fails only when its code runs, in production: refused too."""
     root = _copy_tree(tmp_path / "repo")
-    (root / "src" / "retrain_trigger" / "ledger.py").write_text("X = 1\n")
     (root / "src" / "retrain_trigger" / "lazy.py").write_text(
         "from typing import TYPE_CHECKING\n\n"
-        "if TYPE_CHECKING:\n    from retrain_trigger import ledger\n\n\n"
-        "def f():\n    from retrain_trigger.ledger import X\n\n    return X\n"
+        "if TYPE_CHECKING:\n    from retrain_trigger_dev import local\n\n\n"
+        "def f():\n    from retrain_trigger_dev.local.ledger import X\n\n    return X\n"
     )
-    built = build_function_zips(root, tmp_path / "dist")
-    assert "retrain_trigger/lazy.py" in _names(built["function_http"])
-    notes = packaging.lazy_import_notes(root)
-    assert any("lazy.py:8 imports retrain_trigger.ledger" in n for n in notes)
+    with pytest.raises(PackagingError) as refused:
+        build_function_zips(root, tmp_path / "dist")
+    assert "lazy.py:4 imports retrain_trigger_dev.local" in str(refused.value)
+    assert "lazy.py:8 imports retrain_trigger_dev.local.ledger.X" in str(refused.value)
 
 
 def _write_config(folder: Path, template: str) -> Path:
@@ -232,7 +235,7 @@ def test_a_configuration_holding_the_hmac_secret_is_refused(tmp_path: Path) -> N
     assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
     argv = ["--repo-root", str(REPO), "--dist", str(tmp_path / "dist"), "--config", str(config)]
     result = subprocess.run(
-        [sys.executable, "-m", "retrain_trigger.packaging", *argv],
+        [sys.executable, "-m", "retrain_trigger_dev.packaging", *argv],
         capture_output=True,
         text=True,
         timeout=120,
@@ -253,7 +256,7 @@ def test_command_line(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "retrain_trigger.packaging",
+            "retrain_trigger_dev.packaging",
             "--repo-root",
             str(REPO),
             "--dist",

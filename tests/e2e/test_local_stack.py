@@ -22,17 +22,18 @@ from typing import Any
 
 import pytest
 
-from retrain_trigger import gcs, sampledata
-from retrain_trigger.localstack import objects, replay
-from retrain_trigger.localstack.demo import decisions, post_json
-from retrain_trigger.localstack.poller import post_cloud_event
-from retrain_trigger.localstack.services import (
+from retrain_trigger import gcs
+from retrain_trigger_dev import replay, sampledata
+from retrain_trigger_dev.localstack import objects
+from retrain_trigger_dev.localstack.demo import decisions, post_json
+from retrain_trigger_dev.localstack.poller import post_cloud_event
+from retrain_trigger_dev.localstack.stack import MARKER, Stack, pubsub_emulator_command
+from retrain_trigger_dev.localstack.supervisor import (
     LogFollower,
     descendants,
     port_open,
     same_process_alive,
 )
-from retrain_trigger.localstack.stack import MARKER, Stack, pubsub_emulator_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.emulator]
 
@@ -235,7 +236,7 @@ def test_two_hundred_objects_in_one_window_make_one_run(tmp_path: Path) -> None:
 
 
 def test_demo_passes_and_reports_json(tmp_path: Path) -> None:
-    from retrain_trigger.localstack.demo import run_demo
+    from retrain_trigger_dev.localstack.demo import run_demo
 
     narration, summary = io.StringIO(), io.StringIO()
     result = run_demo(
@@ -264,7 +265,7 @@ def test_stopping_up_leaves_no_process_behind(
     stack_dir = tmp_path / "up"
     env = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}
     up = subprocess.Popen(
-        [sys.executable, "-m", "retrain_trigger.cli", "up", "--dir", str(stack_dir)],
+        [sys.executable, "-m", "retrain_trigger_dev.cli", "up", "--dir", str(stack_dir)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -295,7 +296,7 @@ def test_stopping_up_leaves_no_process_behind(
         folder = "gs://retrain-local/data/2026-11-29/"
         sampledata.write_shards(folder, shards=1)
         gcs.write_bytes(folder + MARKER, b"", if_generation_match=0)
-        from retrain_trigger.ledger import Ledger
+        from retrain_trigger_dev.local.ledger import Ledger
 
         ledger = Ledger.for_state_dir(stack_dir / "state")
         deadline = time.monotonic() + 60

@@ -9,8 +9,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from retrain_trigger.localstack.services import free_port
-from retrain_trigger.localstack.stack import fake_gcs_binary
+from retrain_trigger_dev.localstack.stack import fake_gcs_binary
+from retrain_trigger_dev.localstack.supervisor import free_port
 
 
 class FakeGcs:

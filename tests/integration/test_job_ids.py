@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from retrain_trigger.backends.local import LocalBackend
 from retrain_trigger.backends.vertex import VertexBackend
 from retrain_trigger.errors import BackendRefused
 from retrain_trigger.model import RunRequest
 from retrain_trigger.spec import PipelineTemplate, parse_template
+from retrain_trigger_dev.local.backend import LocalBackend
 from tests.fakes.vertex import FakeVertex
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ import pytest
 
 from retrain_trigger import gcs
 from retrain_trigger.config import parse_config
-from retrain_trigger.history import explain
 from retrain_trigger.model import Kind, Outcome, Trigger
 from retrain_trigger.service import Service
+from retrain_trigger_dev.history import explain
 from tests.conftest import MNIST_TEMPLATE
 
 CONFIG = """

@@ -55,7 +55,7 @@ def run_compiled(spec: Path, root: Path, **params: object) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The digits data set as 4 CSV shards in a local folder (read-only for tests)."""
-    from retrain_trigger.sampledata import write_shards
+    from retrain_trigger_dev.sampledata import write_shards
 
     folder = tmp_path_factory.mktemp("digits")
     write_shards(str(folder), 4)

@@ -207,7 +207,7 @@ def test_load_rejects_bad_test_fraction(digits_dir: Path, tmp_path: Path) -> Non
 
 
 def test_load_names_the_broken_file(tmp_path: Path) -> None:
-    from retrain_trigger.sampledata import write_shards
+    from retrain_trigger_dev.sampledata import write_shards
 
     write_shards(str(tmp_path / "data"), 2, broken=True)
     with pytest.raises(ValueError, match=r"digits-broken\.csv line 4 column 'label': label 11"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain_trigger.sampledata import write_shards
+from retrain_trigger_dev.sampledata import write_shards
 
 pytestmark = pytest.mark.slow
 

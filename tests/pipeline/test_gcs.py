@@ -11,7 +11,7 @@ from kfp.dsl import Dataset, Metrics
 
 from pipeline_specs import storage
 from pipeline_specs.mnist import load_data
-from retrain_trigger.sampledata import write_shards
+from retrain_trigger_dev.sampledata import write_shards
 
 pytestmark = pytest.mark.emulator
 

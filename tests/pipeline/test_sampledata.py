@@ -1,4 +1,4 @@
-"""retrain_trigger.sampledata: the digits data set as CSV shards."""
+"""retrain_trigger_dev.sampledata: the digits data set as CSV shards."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain_trigger import sampledata
+from retrain_trigger_dev import sampledata
 
 
 def _read(path: Path) -> list[list[str]]:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from retrain_trigger import cli
+from retrain_trigger_dev import cli
 from tests.conftest import BASE_CONFIG, MNIST_TEMPLATE
 
 REGISTRY_IN_DATA = BASE_CONFIG.format(template=MNIST_TEMPLATE).replace(

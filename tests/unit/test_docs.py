@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from retrain_trigger.cli import build_parser
 from retrain_trigger.config import ENV_SETTINGS
+from retrain_trigger_dev.cli import build_parser
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()

@@ -1,7 +1,7 @@
 """The local run ledger and the local backend's queueing, without Kubeflow.
 
 Runs are executed by a stand-in run process (``FAKE_RUN``) that sleeps, then records its result in
-the ledger the way ``retrain_trigger.backends._localrun`` does, so that queueing, concurrency,
+the ledger the way ``retrain_trigger_dev.local.runner`` does, so that queueing, concurrency,
 duplicate ids, restarts and races are tested in well under a second each.
 """
 
@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 
 from retrain_trigger.backends import JobStatus
-from retrain_trigger.backends._localrun import collect_outputs, last_error
-from retrain_trigger.backends.local import LocalBackend, Worker
 from retrain_trigger.errors import BackendRefused, BackendUnavailable, TemplateError
-from retrain_trigger.ledger import (
+from retrain_trigger.model import RunRequest
+from retrain_trigger.spec import parse_template
+from retrain_trigger_dev.local.backend import LocalBackend, Worker
+from retrain_trigger_dev.local.ledger import (
     CANCELLED,
     CANCELLING,
     FAILED,
@@ -38,8 +39,7 @@ from retrain_trigger.ledger import (
     pid_alive,
     process_alive,
 )
-from retrain_trigger.model import RunRequest
-from retrain_trigger.spec import parse_template
+from retrain_trigger_dev.local.runner import collect_outputs, last_error
 
 TEMPLATE_YAML = b"""
 pipelineInfo:
@@ -55,10 +55,10 @@ root:
         defaultValue: 0.0
 """
 
-# Stands in for ``python -m retrain_trigger.backends._localrun STATE_DIR JOB_ID``.
+# Stands in for ``python -m retrain_trigger_dev.local.runner STATE_DIR JOB_ID``.
 FAKE_RUN = r"""
 import os, sys, time
-from retrain_trigger.ledger import Ledger
+from retrain_trigger_dev.local.ledger import Ledger
 state_dir, job_id = sys.argv[1], sys.argv[2]
 ledger = Ledger.for_state_dir(state_dir)
 params = ledger.get(job_id).parameters
@@ -535,7 +535,7 @@ def test_stopping_the_worker_fails_its_runs_and_stops_their_processes(state_dir,
 def test_a_restart_fails_the_runs_of_a_killed_worker_and_runs_the_pending_ones(state_dir, template):
     script = (
         "import sys, threading\n"
-        "from retrain_trigger.backends.local import Worker\n"
+        "from retrain_trigger_dev.local.backend import Worker\n"
         f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
         "from test_ledger import fake_command\n"
         "Worker(sys.argv[1], command=fake_command, poll_interval=0.05).run(threading.Event())\n"

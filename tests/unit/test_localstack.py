@@ -21,9 +21,11 @@ from cloudevents.http import from_http
 
 from retrain_trigger import events, rules
 from retrain_trigger.config import parse_config
-from retrain_trigger.localstack import objects, replay
-from retrain_trigger.localstack.poller import BucketPoller, post_cloud_event
-from retrain_trigger.localstack.services import (
+from retrain_trigger_dev import replay
+from retrain_trigger_dev.localstack import objects
+from retrain_trigger_dev.localstack.poller import BucketPoller, post_cloud_event
+from retrain_trigger_dev.localstack.stack import local_config
+from retrain_trigger_dev.localstack.supervisor import (
     LogFollower,
     ServiceSpec,
     StackError,
@@ -33,7 +35,6 @@ from retrain_trigger.localstack.services import (
     same_process_alive,
     terminate_on_signals,
 )
-from retrain_trigger.localstack.stack import local_config
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "pipeline_specs" / "mnist_training.yaml"
@@ -654,7 +655,7 @@ def test_log_follower_returns_only_complete_new_lines(tmp_path: Path) -> None:
 
 
 def test_add_commands_registers_the_four_commands() -> None:
-    from retrain_trigger.localstack.commands import (
+    from retrain_trigger_dev.localstack.commands import (
         add_commands,
         cmd_demo,
         cmd_replay,
@@ -674,8 +675,8 @@ def test_add_commands_registers_the_four_commands() -> None:
 
 
 def test_monitor_formats_decisions_and_runs() -> None:
-    from retrain_trigger.localstack.commands import Monitor
-    from retrain_trigger.localstack.demo import decisions
+    from retrain_trigger_dev.localstack.commands import Monitor
+    from retrain_trigger_dev.localstack.demo import decisions
 
     line = json.dumps(
         {
@@ -706,8 +707,8 @@ def test_monitor_formats_decisions_and_runs() -> None:
 def test_runs_lists_and_shows_from_the_ledger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from retrain_trigger.ledger import SUCCEEDED, Ledger
-    from retrain_trigger.localstack.commands import cmd_runs
+    from retrain_trigger_dev.local.ledger import SUCCEEDED, Ledger
+    from retrain_trigger_dev.localstack.commands import cmd_runs
 
     monkeypatch.setenv("RETRAIN_CONFIG", str(tmp_path / "missing.yaml"))
     monkeypatch.setenv("RETRAIN_STATE_DIR", str(tmp_path))

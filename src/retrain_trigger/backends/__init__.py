@@ -1,80 +1,83 @@
 """Backends start and inspect pipeline runs. Each sits behind the same small protocol.
 
-- ``vertex``: Vertex AI Pipelines through ``google.cloud.aiplatform_v1`` (production).
-- ``local``: Kubeflow's local runner executing the same compiled YAML, runs kept in SQLite.
+- ``vertex``: Vertex AI Pipelines through ``google.cloud.aiplatform_v1`` (production), built in.
+- any other name: a backend registered under the Python entry-point group
+  :data:`ENTRY_POINT_GROUP` by an installed distribution. This repository's development package
+  registers ``local`` (Kubeflow's local runner executing the same compiled YAML, runs kept in
+  SQLite); a function zip ships the core alone, so there ``backend: local`` is a configuration
+  error naming what is missing. The core never imports a registered backend's module itself.
 
 Backends are created lazily, once per process, by :func:`create_backend`; importing this
-package imports neither the Vertex client nor Kubeflow.
+package imports neither the Vertex client nor any registered backend, and entry points are read
+only when a configuration names a backend other than ``vertex``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-from retrain_trigger.constants import ACTIVE_STATES, FINAL_STATES
+from retrain_trigger.backends.base import Backend, JobStatus
 
 if TYPE_CHECKING:
     from retrain_trigger.config import Config
-    from retrain_trigger.model import RunHandle, RunRequest
-    from retrain_trigger.spec import PipelineTemplate
+
+__all__ = [
+    "BUILT_IN",
+    "ENTRY_POINT_GROUP",
+    "Backend",
+    "JobStatus",
+    "check_backend",
+    "create_backend",
+    "installed_backends",
+]
 
 
-@dataclass(frozen=True)
-class JobStatus:
-    job_id: str
-    job_name: str
-    state: str
-    run_key: str = ""
-    route: str = ""
-    create_time: str = ""
-    start_time: str = ""
-    end_time: str = ""
-    error: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    parameters: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in FINAL_STATES
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
+BUILT_IN = "vertex"
+# The entry-point group other backends register under (``pyproject.toml``:
+# ``[project.entry-points."retrain_trigger.backends"] local = "package.module:Class"``); the
+# object named has ``from_config(config) -> Backend``.
+ENTRY_POINT_GROUP = "retrain_trigger.backends"
+# Backends this repository documents, and where each comes from when it is not installed.
+KNOWN: dict[str, str] = {
+    "local": "the development package of this repository (pip install -e '.[local]'), which a "
+    "function zip never holds; deployed functions use backend: vertex",
+}
 
 
-@runtime_checkable
-class Backend(Protocol):
-    name: str
+def installed_backends() -> tuple[str, ...]:
+    """The names a configuration may give as ``backend``: ``vertex``, then registered ones."""
+    from importlib.metadata import entry_points
 
-    def submit(self, request: RunRequest, template: PipelineTemplate) -> RunHandle:
-        """Create the run with id ``request.job_id``.
+    registered = sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} - {BUILT_IN})
+    return (BUILT_IN, *registered)
 
-        Returns ``RunHandle(created=False)`` with the existing job's name when that id already
-        exists. Raises ``BackendUnavailable`` (retryable) or ``BackendRefused``/``TemplateError``.
-        """
-        ...
 
-    def get(self, job_id: str) -> JobStatus:
-        """The run's current state. Raises ``KeyError`` when no such run exists."""
-        ...
-
-    def list(self, *, route: str = "", limit: int = 100) -> list[JobStatus]:
-        """Most recent runs first, optionally only those of one route."""
-        ...
+def check_backend(name: str) -> str:
+    """``name`` when a backend of that name can be created here; else a ConfigError's message."""
+    if name == BUILT_IN:
+        return ""
+    available = installed_backends()
+    if name in available:
+        return ""
+    if name in KNOWN:
+        return f"backend {name!r} is not installed: it comes with {KNOWN[name]}"
+    return f"must be one of {', '.join(available)}, got {name!r}"
 
 
 def create_backend(config: Config) -> Backend:
     """Build the configured backend. Heavy modules are imported here, not at import time."""
-    if config.backend == "vertex":
+    if config.backend == BUILT_IN:
         from retrain_trigger.backends.vertex import VertexBackend
 
         return VertexBackend.from_config(config)
-    if config.backend == "local":
-        from retrain_trigger.backends.local import LocalBackend
+    from importlib.metadata import entry_points
 
-        return LocalBackend.from_config(config)
     from retrain_trigger.errors import ConfigError
 
-    raise ConfigError(f"unknown backend {config.backend!r}", field="backend")
+    found = entry_points(group=ENTRY_POINT_GROUP, name=config.backend)
+    if not found:
+        problem = check_backend(config.backend)
+        raise ConfigError(problem, source=config.source, field="backend")
+    factory = next(iter(found)).load()
+    backend: Backend = factory.from_config(config)
+    return backend

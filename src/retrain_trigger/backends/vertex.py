@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from retrain_trigger.backends import JobStatus
+from retrain_trigger.backends.base import JobStatus
 from retrain_trigger.constants import JOB_ID, KEY_LABEL, ROUTE_LABEL
 from retrain_trigger.errors import BackendRefused, BackendUnavailable, SubmitError, TemplateError
 from retrain_trigger.model import RunHandle

@@ -38,7 +38,7 @@ from retrain_trigger import _sqlite
 from retrain_trigger.constants import FINAL_STATES, rfc3339
 
 if TYPE_CHECKING:
-    from retrain_trigger.backends import JobStatus
+    from retrain_trigger.backends.base import JobStatus
 
 LEDGER_FILE = "runs.sqlite3"
 RUNS_DIR = "runs"
@@ -221,7 +221,7 @@ class RunRecord:
         return self.state in FINAL_STATES
 
     def to_status(self) -> JobStatus:
-        from retrain_trigger.backends import JobStatus
+        from retrain_trigger.backends.base import JobStatus
 
         return JobStatus(
             job_id=self.job_id,

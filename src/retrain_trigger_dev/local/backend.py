@@ -5,10 +5,10 @@ name (``projects/<project or local>/locations/<region>/pipelineJobs/<job id>``),
 with the same id answers ``created=False`` with the existing job, and runs move through the same
 states (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED).
 
-The ledger (``<state_dir>/runs.sqlite3``, see :mod:`retrain_trigger.ledger`) is the only thing the
+The ledger (``<state_dir>/runs.sqlite3``, see :mod:`retrain_trigger_dev.local.ledger`) is the only thing the
 processes share. ``submit`` inserts a PENDING run and wakes a worker; a :class:`Worker` claims
 runs while fewer than ``concurrency`` are active and executes each in its own process
-(:mod:`retrain_trigger.backends._localrun`), which records the result. Any number of workers, in
+(:mod:`retrain_trigger_dev.local.runner`), which records the result. Any number of workers, in
 any number of processes, may serve one ledger: claims are atomic. :class:`LocalBackend` starts one
 in a daemon thread on its first submit; :func:`run_worker` runs one until told to stop.
 
@@ -35,12 +35,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from retrain_trigger import ledger as ledger_mod
-from retrain_trigger.backends import JobStatus
+from retrain_trigger.backends.base import JobStatus
 from retrain_trigger.constants import JOB_ID
 from retrain_trigger.errors import BackendRefused, BackendUnavailable, TemplateError
-from retrain_trigger.ledger import CLAIMED, FAILED, Ledger, RunRecord
 from retrain_trigger.model import RunHandle
+from retrain_trigger_dev.local import ledger as ledger_mod
+from retrain_trigger_dev.local.ledger import CLAIMED, FAILED, Ledger, RunRecord
 
 if TYPE_CHECKING:
     from retrain_trigger.config import Config
@@ -54,7 +54,7 @@ DEFAULT_STALE_AFTER = 60.0
 DEFAULT_HEARTBEAT_INTERVAL = 2.0
 DEFAULT_STOP_GRACE = 5.0
 WORKER_STOPPED = "worker stopped before the run finished"
-RUN_MODULE = "retrain_trigger.backends._localrun"
+RUN_MODULE = "retrain_trigger_dev.local.runner"
 
 # (state_dir, job_id, claim_token) -> argv of the run's process
 Command = Callable[[str, str, str], list[str]]
@@ -197,7 +197,7 @@ class Worker:
 
     def _start(self, record: RunRecord) -> None:
         base = ledger_mod.run_dir(self.state_dir, record.job_id)
-        from retrain_trigger.backends._localrun import LOG_FILE
+        from retrain_trigger_dev.local.runner import LOG_FILE
 
         log_path = record.log_path or os.path.join(base, LOG_FILE)
         try:
@@ -233,7 +233,7 @@ class Worker:
             _signal_group(proc, signal.SIGTERM)
 
     def _reap(self) -> None:
-        from retrain_trigger.backends._localrun import last_error, read_log_tail
+        from retrain_trigger_dev.local.runner import last_error, read_log_tail
 
         for job_id, proc in list(self._children.items()):
             code = proc.poll()
@@ -357,7 +357,7 @@ class LocalBackend:
             )
         if not template.raw:
             raise TemplateError(f"template {template.uri} has no compiled YAML to run")
-        from retrain_trigger.backends._localrun import LOG_FILE
+        from retrain_trigger_dev.local.runner import LOG_FILE
 
         described = request.to_dict()
         if request.trigger is not None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrain_trigger.localstack.services import (
+from retrain_trigger_dev.localstack.supervisor import (
     Child,
     LogFollower,
     ServiceSpec,
@@ -393,7 +393,7 @@ class Stack:
             self._start_children(source, gcs_binary, emulator)
             if self.poller is not None:
                 self.poller.start()
-            from retrain_trigger.localstack.ticker import FlushTicker
+            from retrain_trigger_dev.localstack.ticker import FlushTicker
 
             self.ticker = FlushTicker(self.function_http_url, interval=self.flush_interval).start()
         except BaseException:
@@ -551,7 +551,7 @@ class Stack:
                         [
                             sys.executable,
                             "-m",
-                            "retrain_trigger.localstack.worker",
+                            "retrain_trigger_dev.localstack.worker",
                             "--config",
                             str(self.config_path),
                         ],
@@ -575,7 +575,7 @@ class Stack:
         if self.mode == "pubsub":
             self._create_topic_and_subscription()
         else:
-            from retrain_trigger.localstack.poller import BucketPoller
+            from retrain_trigger_dev.localstack.poller import BucketPoller
 
             self.poller = BucketPoller(
                 self.bucket, self.function_gcs_url, prefix=DATA_PREFIX, interval=self.poll_interval
@@ -670,7 +670,7 @@ class Stack:
         return Service.from_config(self.config())
 
     def ledger(self) -> Any:
-        from retrain_trigger.ledger import Ledger
+        from retrain_trigger_dev.local.ledger import Ledger
 
         return Ledger.for_state_dir(self.state_dir)
 

@@ -1,6 +1,6 @@
 """The local stack's pipeline worker process: runs the local backend's queued runs until stopped.
 
-    python -m retrain_trigger.localstack.worker [--config PATH]
+    python -m retrain_trigger_dev.localstack.worker [--config PATH]
 
 SIGTERM or SIGINT asks the worker to stop; the local backend decides what happens to a run in
 progress (the stack signals the worker's whole process group, so its pipeline steps get the same
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retrain_trigger.localstack.worker")
+    parser = argparse.ArgumentParser(prog="python -m retrain_trigger_dev.localstack.worker")
     parser.add_argument(
         "--config", default=None, help="configuration file (default: $RETRAIN_CONFIG)"
     )
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"worker: {exc}\n")
         return 2
 
-    from retrain_trigger.backends.local import run_worker
+    from retrain_trigger_dev.local.backend import run_worker
 
     run_worker(config, stop)
     return 0

@@ -1,4 +1,4 @@
-"""Executes one run of the ledger: ``python -m retrain_trigger.backends._localrun STATE_DIR JOB_ID``
+"""Executes one run of the ledger: ``python -m retrain_trigger_dev.local.runner STATE_DIR JOB_ID``
 (with ``--claim TOKEN``, the token of the worker's claim).
 
 The local backend's worker starts this module in its own process (and process group), with stdout
@@ -35,8 +35,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from retrain_trigger import ledger as ledger_mod
-from retrain_trigger.ledger import FAILED, RUNNING, SUCCEEDED, Ledger
+from retrain_trigger_dev.local import ledger as ledger_mod
+from retrain_trigger_dev.local.ledger import FAILED, RUNNING, SUCCEEDED, Ledger
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +373,7 @@ def _finish(ledger: Ledger, job_id: str, state: str, outputs: dict[str, Any], er
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retrain_trigger.backends._localrun")
+    parser = argparse.ArgumentParser(prog="python -m retrain_trigger_dev.local.runner")
     parser.add_argument("state_dir")
     parser.add_argument("job_id")
     parser.add_argument("--claim", default="", help="the worker's claim token")

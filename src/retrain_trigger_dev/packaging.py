@@ -2,9 +2,9 @@
 
 ``build_function_zips`` writes ``dist/function_http-<hash>.zip`` and ``dist/function_gcs-<hash>.zip``.
 Each holds the function's ``main.py`` (and any other file of its folder), its own pinned
-``requirements.txt``, the core package as ``retrain_trigger/`` without the modules that only the
-command line and the local stack use, and optionally the configuration file as ``retrain.yaml`` with
-the compiled templates it names by relative path. A configuration holding ``auth.hmac_secret`` is
+``requirements.txt``, the core package ``src/retrain_trigger/`` whole (the folder is the deploy
+boundary: the development wing, ``retrain_trigger_dev``, is never packed), and optionally the
+configuration file as ``retrain.yaml`` with the compiled templates it names by relative path. A configuration holding ``auth.hmac_secret`` is
 refused: the secret would travel in clear text in both zips (give it to the function through
 Secret Manager as ``RETRAIN_HMAC_SECRET``).
 
@@ -14,10 +14,12 @@ over the entries (names and bytes), so the same tree always gives the same name,
 whenever anything inside changes. That name is the object name in the source bucket, so a new source
 is a new object and Cloud Functions redeploys.
 
-Before writing, every included module is checked for module-level imports of excluded modules (which
-would fail on the first cold start), and every requirement must be pinned with ``==``.
+Before writing, every packed module is checked for imports of anything of this repository that is
+not packed (the development wing, or a missing core module), wherever the import sits: at module
+level it would fail the first cold start, inside a function the first event that reaches it. And
+every requirement must be pinned with ``==``.
 
-Run as ``python -m retrain_trigger.packaging`` or ``retrain-trigger package``.
+Run as ``python -m retrain_trigger_dev.packaging`` or ``retrain-trigger package``.
 """
 
 from __future__ import annotations
@@ -45,19 +47,9 @@ FUNCTIONS: Mapping[str, str] = {
 }
 PACKAGE = "retrain_trigger"
 PACKAGE_SOURCE = Path("src") / PACKAGE
+# This repository's packages: an import of one of them must find its module in the archive.
+OWN_PACKAGES = (PACKAGE, "retrain_trigger_dev")
 CONFIG_NAME = "retrain.yaml"
-
-# Modules (paths relative to the package) that serve the command line and the local stack only.
-EXCLUDED: tuple[str, ...] = (
-    "localstack/",
-    "backends/local.py",
-    "backends/_localrun.py",
-    "ledger.py",
-    "sampledata.py",
-    "packaging.py",
-    "cli.py",
-    "__main__.py",
-)
 PACKAGE_SUFFIXES = (".py", ".typed")
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -95,14 +87,13 @@ def build_function_zips(
     if not dist.is_absolute():
         dist = root / dist
     core = package_entries(root)
-    modules = source_modules(root)
     extra = config_entries(Path(config_path), root) if config_path else []
 
     built: dict[str, Path] = {}
     for folder in FUNCTIONS:
         entries = function_entries(root / folder) + core + extra
         _reject_duplicates(entries, folder)
-        check_imports(core, [e for e in entries if e.name == "main.py"], modules)
+        check_imports(core, [e for e in entries if e.name == "main.py"])
         digest = content_hash(entries)
         target = dist / f"{folder}-{digest}.zip"
         _write_atomic(target, zip_bytes(entries))
@@ -112,46 +103,15 @@ def build_function_zips(
 
 
 def package_entries(repo_root: Path) -> list[Entry]:
-    """The core package's modules as ``retrain_trigger/...`` entries, excluded modules left out."""
+    """The core package's files as ``retrain_trigger/...`` entries: the whole folder."""
     source = repo_root / PACKAGE_SOURCE
     if not (source / "__init__.py").is_file():
         raise PackagingError(f"no package at {source} (expected {PACKAGE_SOURCE}/__init__.py)")
-    entries = []
-    for path in _walk(source):
-        relative = path.relative_to(source).as_posix()
-        if not relative.endswith(PACKAGE_SUFFIXES) or is_excluded(relative):
-            continue
-        entries.append(Entry(f"{PACKAGE}/{relative}", path.read_bytes()))
-    return entries
-
-
-def source_modules(repo_root: Path) -> set[str]:
-    """Dotted names of every module of the package's source tree, local-only ones included."""
-    source = repo_root / PACKAGE_SOURCE
-    names = set()
-    for path in _walk(source):
-        if path.suffix == ".py":
-            relative = path.relative_to(source).with_suffix("").as_posix().replace("/", ".")
-            names.add(f"{PACKAGE}.{relative}".removesuffix(".__init__"))
-    return names
-
-
-def lazy_import_notes(repo_root: str | os.PathLike[str]) -> list[str]:
-    """Imports inside functions of packaged modules that name modules left out of the archive."""
-    root = Path(repo_root).resolve()
-    mains = [
-        Entry("main.py", (root / f / "main.py").read_bytes())
-        for f in FUNCTIONS
-        if (root / f / "main.py").is_file()
+    return [
+        Entry(f"{PACKAGE}/{path.relative_to(source).as_posix()}", path.read_bytes())
+        for path in _walk(source)
+        if path.name.endswith(PACKAGE_SUFFIXES)
     ]
-    return check_imports(package_entries(root), mains, source_modules(root))
-
-
-def is_excluded(relative: str) -> bool:
-    """Whether a path relative to the package is local-only (see :data:`EXCLUDED`)."""
-    return any(
-        relative.startswith(item) if item.endswith("/") else relative == item for item in EXCLUDED
-    )
 
 
 def function_entries(folder: Path) -> list[Entry]:
@@ -276,22 +236,17 @@ def zip_bytes(entries: Iterable[Entry]) -> bytes:
 # --- the import check --------------------------------------------------------------------------
 
 
-def check_imports(
-    core: Sequence[Entry], mains: Sequence[Entry], all_modules: set[str] | None = None
-) -> list[str]:
-    """Fails when an included module imports an excluded one at import time.
+def check_imports(core: Sequence[Entry], mains: Sequence[Entry]) -> None:
+    """Fails when a packed module imports a module of this repository that is not packed.
 
-    ``all_modules`` names every module of the source tree, excluded ones too (dotted names); it tells
-    ``from retrain_trigger.x import y`` of a module ``y`` from that of an attribute ``y``. Returns
-    notes about imports inside functions that name modules missing from the archive: those fail
-    only when that code runs (``create_backend`` importing the local backend, for instance).
+    Every import counts: at module level, inside functions, under ``TYPE_CHECKING``. The core
+    never imports the development wing (``retrain_trigger_dev``), and a zip holds the core whole,
+    so this finds only a mistake: which file, which line, which module.
     """
     present = {_module_name(e.name) for e in core if e.name.endswith(".py")}
     packages = {m.removesuffix(".__init__") for m in present if m.endswith(".__init__")}
     included = {m.removesuffix(".__init__") for m in present}
-    known = included | (all_modules or set())
     problems: list[str] = []
-    notes: list[str] = []
     for entry in [*core, *mains]:
         if not entry.name.endswith(".py"):
             continue
@@ -300,64 +255,29 @@ def check_imports(
             tree = ast.parse(entry.data, filename=entry.name)
         except SyntaxError as exc:
             raise PackagingError(f"{entry.name} is not valid Python: {exc}") from None
-        for node, eager in _imports(tree):
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
             for target in _targets(node, current, current in packages):
-                if target != PACKAGE and not target.startswith(PACKAGE + "."):
+                if target.split(".", 1)[0] not in OWN_PACKAGES:
                     continue
-                module = (
-                    target
-                    if target in known or isinstance(node, ast.Import)
-                    else (target.rsplit(".", 1)[0])
-                )
-                if module in included:
+                # ``from retrain_trigger.x import y``: module ``x.y``, or attribute ``y`` of ``x``.
+                if target in included or (
+                    isinstance(node, ast.ImportFrom) and target.rsplit(".", 1)[0] in included
+                ):
                     continue
-                message = (
-                    f"{entry.name}:{node.lineno} imports {module}, which is not in the archive"
+                problems.append(
+                    f"{entry.name}:{node.lineno} imports {target}, which is not in the archive"
                 )
-                (problems if eager else notes).append(message)
     if problems:
         raise PackagingError(
-            "modules on the serving path import local-only modules at import time:\n  "
-            + "\n  ".join(problems)
+            "packed modules import modules that are not packed (the core must not import the "
+            "development wing):\n  " + "\n  ".join(problems)
         )
-    return notes
 
 
 def _module_name(entry_name: str) -> str:
     return entry_name.removesuffix(".py").replace("/", ".")
-
-
-def _imports(tree: ast.Module) -> Iterable[tuple[ast.Import | ast.ImportFrom, bool]]:
-    """Every import with whether it runs at import time (module or class level, not TYPE_CHECKING)."""
-
-    def visit(
-        nodes: Iterable[ast.stmt], eager: bool
-    ) -> Iterable[tuple[ast.Import | ast.ImportFrom, bool]]:
-        for node in nodes:
-            if isinstance(node, ast.Import | ast.ImportFrom):
-                yield node, eager
-            elif isinstance(node, ast.If) and _is_type_checking(node.test):
-                yield from visit(node.orelse, eager)
-            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-                yield from visit(node.body, False)
-            elif isinstance(node, ast.ClassDef):
-                yield from visit(node.body, eager)
-            else:
-                for field in ("body", "orelse", "finalbody", "handlers"):
-                    children = getattr(node, field, None)
-                    if isinstance(children, list):
-                        yield from visit(
-                            (c for c in children if isinstance(c, ast.stmt | ast.excepthandler)),  # type: ignore[misc]
-                            eager,
-                        )
-
-    yield from visit(tree.body, True)
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
 
 
 def _targets(node: ast.Import | ast.ImportFrom, current: str, is_package: bool) -> list[str]:
@@ -471,9 +391,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "deploy/terraform/functions.auto.tfvars.json",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of lines")
-    parser.add_argument(
-        "--verbose", action="store_true", help="also list lazy imports of left-out modules"
-    )
     return parser
 
 
@@ -483,9 +400,6 @@ def run(args: argparse.Namespace) -> int:
     except PackagingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.verbose:
-        for note in lazy_import_notes(args.repo_root):
-            print(f"note: {note} (imported only when that code runs)", file=sys.stderr)
     if not args.config:
         print(
             "note: no configuration included; the functions will look for retrain.yaml "

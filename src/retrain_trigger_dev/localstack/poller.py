@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from retrain_trigger.localstack import objects
+from retrain_trigger_dev.localstack import objects
 
 log = logging.getLogger(__name__)
 

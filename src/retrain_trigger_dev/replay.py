@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from retrain_trigger.errors import RejectedError, RetrainError
-from retrain_trigger.localstack import objects
+from retrain_trigger_dev.localstack import objects
 
 PUBLISH_TIMEOUT = 60.0
 SEEK_TIMEOUT = 60.0

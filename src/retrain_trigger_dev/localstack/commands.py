@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from retrain_trigger.localstack.services import write_line
+from retrain_trigger_dev.localstack.supervisor import write_line
 
 DEFAULT_STACK_DIR = ".local/stack"
 
@@ -123,7 +123,7 @@ class Monitor:
     """Follows the functions' decision lines and the ledger's run states, one line per change."""
 
     def __init__(self, stack: Any, out: IO[str]) -> None:
-        from retrain_trigger.localstack.services import LogFollower
+        from retrain_trigger_dev.localstack.supervisor import LogFollower
 
         self.stack = stack
         self.out = out
@@ -227,7 +227,7 @@ def print_banner(stack: Any, out: IO[str]) -> None:
     write_line(out, "")
     day = time.strftime("%Y-%m-%d", time.gmtime())
     write_line(out, "Try (in that shell):")
-    write_line(out, f"  python -m retrain_trigger.sampledata gs://{stack.bucket}/data/{day}/")
+    write_line(out, f"  python -m retrain_trigger_dev.sampledata gs://{stack.bucket}/data/{day}/")
     write_line(
         out,
         f"  curl -sX POST --data-binary '' '{stack.gcs_url}/upload/storage/v1/b/{stack.bucket}/o"
@@ -244,8 +244,8 @@ def print_banner(stack: Any, out: IO[str]) -> None:
 
 
 def cmd_up(args: argparse.Namespace, out: IO[str] | None = None) -> int:
-    from retrain_trigger.localstack.services import terminate_on_signals
-    from retrain_trigger.localstack.stack import Stack
+    from retrain_trigger_dev.localstack.stack import Stack
+    from retrain_trigger_dev.localstack.supervisor import terminate_on_signals
 
     out = out or sys.stdout
     stack = Stack(
@@ -291,7 +291,7 @@ def cmd_up(args: argparse.Namespace, out: IO[str] | None = None) -> int:
 def cmd_demo(
     args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | None = None
 ) -> int:
-    from retrain_trigger.localstack.demo import run_demo
+    from retrain_trigger_dev.localstack.demo import run_demo
 
     out = out or sys.stdout
     narrate = (err or sys.stderr) if args.json else out
@@ -358,7 +358,7 @@ def run_summary(record: Any) -> dict[str, Any]:
 
 
 def cmd_runs(args: argparse.Namespace, out: IO[str] | None = None) -> int:
-    from retrain_trigger.ledger import Ledger, ledger_path
+    from retrain_trigger_dev.local.ledger import Ledger, ledger_path
 
     out = out or sys.stdout
     state_dir = _state_dir()
@@ -438,7 +438,7 @@ def cmd_runs(args: argparse.Namespace, out: IO[str] | None = None) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, out: IO[str] | None = None) -> int:
-    from retrain_trigger.localstack import replay
+    from retrain_trigger_dev import replay
 
     out = out or sys.stdout
     project = args.replay_project or replay.default_project()
@@ -463,7 +463,8 @@ def cmd_replay(args: argparse.Namespace, out: IO[str] | None = None) -> int:
 
 
 def _backfill(args: argparse.Namespace, out: IO[str], project: str) -> int:
-    from retrain_trigger.localstack import objects, replay
+    from retrain_trigger_dev import replay
+    from retrain_trigger_dev.localstack import objects
 
     resources = list(objects.iter_objects(args.bucket, args.prefix))
     messages = replay.backfill_messages(resources)

@@ -38,13 +38,13 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from retrain_trigger.constants import FINAL_STATES, KIND_LABEL
-from retrain_trigger.localstack import objects
-from retrain_trigger.localstack.services import (
+from retrain_trigger_dev.localstack import objects
+from retrain_trigger_dev.localstack.stack import DATA_PREFIX, MARKER, Stack
+from retrain_trigger_dev.localstack.supervisor import (
     LogFollower,
     terminate_on_signals,
     write_line,
 )
-from retrain_trigger.localstack.stack import DATA_PREFIX, MARKER, Stack
 
 DEFAULT_TIMEOUT = 600.0
 QUIET_SECONDS = 1.5
@@ -144,7 +144,7 @@ def decisions(lines: list[str]) -> list[dict[str, Any]]:
 
 def demo_commit(stack: Stack) -> str:
     """The checkout's HEAD commit when there is one, else a stable stand-in."""
-    from retrain_trigger.localstack.stack import source_root
+    from retrain_trigger_dev.localstack.stack import source_root
 
     try:
         sha = subprocess.run(
@@ -349,7 +349,8 @@ class Demo:
                 break
 
     def _data(self) -> bool:
-        from retrain_trigger import gcs, sampledata
+        from retrain_trigger import gcs
+        from retrain_trigger_dev import sampledata
 
         assert self.stack is not None
         day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
@@ -415,7 +416,7 @@ class Demo:
         return self.steps[-1].ok
 
     def _why(self) -> bool:
-        from retrain_trigger.history import _text_explain, explain
+        from retrain_trigger_dev.history import explain, text_explain
 
         assert self.stack is not None
         with self.step("why", "Asking the decision history why (retrain-trigger why)") as step:
@@ -423,7 +424,7 @@ class Demo:
             marker = explain(service, self.marker_uri)
             shard = explain(service, self.shard_keys[0].split("#", 1)[0])
             for report in (marker, shard):
-                for line in _text_explain(report).splitlines():
+                for line in text_explain(report).splitlines():
                     self.say("    " + line)
             first = marker["decisions"][0] if marker["decisions"] else {}
             if first.get("decision") != "skipped" or "0 bytes" not in first.get("reason", ""):
@@ -529,12 +530,12 @@ class Demo:
             )
             seen = len(self.gcs_decisions)
             if stack.mode == "pubsub":
-                from retrain_trigger.localstack import replay
+                from retrain_trigger_dev import replay
 
                 [message_id] = replay.publish(stack.topic, replay.backfill_messages([resource]))
                 how = f"republished a shard's GCS notification to {stack.topic_id} (message {message_id})"
             else:
-                from retrain_trigger.localstack.poller import post_cloud_event
+                from retrain_trigger_dev.localstack.poller import post_cloud_event
 
                 status = post_cloud_event(
                     stack.function_gcs_url, objects.storage_cloud_event(resource)
@@ -592,7 +593,7 @@ class Demo:
             self.read_decisions()
             seen = len(self.gcs_decisions)
             if stack.mode == "pubsub":
-                from retrain_trigger.localstack import replay
+                from retrain_trigger_dev import replay
 
                 # Every message delivered so far was published since the start: expect each again.
                 expected = len(
@@ -604,7 +605,7 @@ class Demo:
                 replay.seek(stack.subscription, self.started_at)
                 how = f"seek to {self.started_at.isoformat(timespec='seconds')}"
             else:
-                from retrain_trigger.localstack.poller import post_cloud_event
+                from retrain_trigger_dev.localstack.poller import post_cloud_event
 
                 resources = list(objects.iter_objects(stack.bucket, DATA_PREFIX))
                 for resource in resources:
@@ -677,7 +678,7 @@ class Demo:
 
 
 def _alive(pid: int) -> bool:
-    from retrain_trigger.ledger import pid_alive
+    from retrain_trigger_dev.local.ledger import pid_alive
 
     return pid_alive(pid)
 

@@ -5,7 +5,7 @@ The digits data set ships inside scikit-learn, so nothing is downloaded. Each sh
 ``mnist-training`` pipeline. ``dest`` is a local folder or ``gs://bucket/prefix``; against a
 storage emulator (``STORAGE_EMULATOR_HOST`` set) anonymous credentials are used.
 
-    python -m retrain_trigger.sampledata DEST [--shards N] [--broken]
+    python -m retrain_trigger_dev.sampledata DEST [--shards N] [--broken]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def write_shards(dest: str, shards: int = 4, *, broken: bool = False) -> list[st
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m retrain_trigger.sampledata",
+        prog="python -m retrain_trigger_dev.sampledata",
         description="Write scikit-learn's digits data set as CSV shards (local folder or gs://).",
     )
     parser.add_argument("dest", help="local folder or gs://bucket/prefix")

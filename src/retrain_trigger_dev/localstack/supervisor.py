@@ -82,7 +82,7 @@ class Child:
 
 
 def tail_file(path: Path, lines: int = 20, *, max_bytes: int = 64 << 10) -> str:
-    from retrain_trigger.backends._localrun import read_log_tail
+    from retrain_trigger_dev.local.runner import read_log_tail
 
     return "\n".join(read_log_tail(path, max_bytes).splitlines()[-lines:])
 

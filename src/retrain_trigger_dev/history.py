@@ -17,10 +17,16 @@ from typing import Any
 from retrain_trigger.errors import ConfigError
 
 
-def _service() -> Any:
-    from retrain_trigger.cli import _service as cli_service
+def _service(check_remote: bool = False) -> Any:
+    """The Service over the configuration, installed as the process's (logs go to stderr)."""
+    from retrain_trigger.config import load_config
+    from retrain_trigger.decisions import setup_logging
+    from retrain_trigger.service import Service, set_service
 
-    return cli_service()
+    setup_logging(sys.stderr)
+    service = Service.from_config(load_config(), check_remote=check_remote)
+    set_service(service)
+    return service
 
 
 def _when(seconds: float) -> str:
@@ -72,7 +78,7 @@ def explain(service: Any, uri: str, *, limit: int = 20) -> dict[str, Any]:
     return {"object": uri, "decisions": out}
 
 
-def _text_explain(report: dict[str, Any]) -> str:
+def text_explain(report: dict[str, Any]) -> str:
     lines = [report["object"]]
     if not report["decisions"]:
         lines.append(
@@ -93,12 +99,12 @@ def _text_explain(report: dict[str, Any]) -> str:
 
 def cmd_why(args: argparse.Namespace) -> int:
     report = explain(_service(), args.uri, limit=args.limit)
-    _out(report, args.json, _text_explain)
+    _out(report, args.json, text_explain)
     return 0
 
 
 def cmd_decisions(args: argparse.Namespace) -> int:
-    from retrain_trigger.localstack.replay import parse_since
+    from retrain_trigger_dev.replay import parse_since
 
     service = _service()
     since = parse_since(args.since).timestamp()

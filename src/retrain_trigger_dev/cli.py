@@ -41,14 +41,9 @@ def _apply_settings(args: argparse.Namespace) -> None:
 
 
 def _service(check_remote: bool = False) -> Any:
-    from retrain_trigger.config import load_config
-    from retrain_trigger.decisions import setup_logging
-    from retrain_trigger.service import Service, set_service
+    from retrain_trigger_dev.history import _service as load_service
 
-    setup_logging(sys.stderr)
-    service = Service.from_config(load_config(), check_remote=check_remote)
-    set_service(service)
-    return service
+    return load_service(check_remote)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -188,21 +183,25 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(func=cmd_submit)
 
     for name, module, text in (
-        ("sample-data", "retrain_trigger.sampledata", "write the digits data set as CSV shards"),
-        ("package", "retrain_trigger.packaging", "build the deployable function zips"),
+        (
+            "sample-data",
+            "retrain_trigger_dev.sampledata",
+            "write the digits data set as CSV shards",
+        ),
+        ("package", "retrain_trigger_dev.packaging", "build the deployable function zips"),
     ):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_delegate(module), passthrough=True)
 
     try:
-        from retrain_trigger.localstack.commands import add_commands
+        from retrain_trigger_dev.localstack.commands import add_commands
     except ImportError:  # the local stack's extra dependencies are not installed
         pass
     else:
         add_commands(sub)
     try:
-        from retrain_trigger.history import add_commands as add_history_commands
+        from retrain_trigger_dev.history import add_commands as add_history_commands
     except ImportError:
         pass
     else:
