@@ -31,7 +31,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from retrain_trigger import _sqlite
@@ -55,7 +55,7 @@ from retrain_trigger.store.base import (
 
 STATE_FILE = "state.sqlite3"
 SCHEMA_VERSION = 2
-DEFAULT_BUSY_TIMEOUT = 10.0
+DEFAULT_BUSY_TIMEOUT = _sqlite.DEFAULT_BUSY_TIMEOUT
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS windows (
@@ -150,6 +150,13 @@ _WINDOW_COLUMNS = (
 )
 
 
+def _store_error(path: str, exc: sqlite3.Error) -> StoreError:
+    """Busy, locked or unreadable: retryable; a file of a newer version is not."""
+    return StoreError(
+        f"state store {path}: {exc}", retryable=not isinstance(exc, _sqlite.SchemaTooNew)
+    )
+
+
 def state_path(state_dir: str | os.PathLike[str]) -> str:
     return os.path.join(os.fspath(state_dir), STATE_FILE)
 
@@ -206,8 +213,8 @@ class SQLiteStore:
         self.busy_timeout = busy_timeout
         self.retention_seconds = float(retention_seconds)
         self._clock = clock
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._init_schema()
+        self._db = _sqlite.Database(self.path, error=_store_error, busy_timeout=busy_timeout)
+        self._db.init_schema(_SCHEMA, SCHEMA_VERSION, self._migrate)
 
     @classmethod
     def for_state_dir(cls, state_dir: str | os.PathLike[str], **kwargs: Any) -> SQLiteStore:
@@ -216,52 +223,17 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
 
-    # -- connections -------------------------------------------------------------------------
+    # -- connections (the shared SQLite base: retrain_trigger._sqlite) ------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        return _sqlite.connect(self.path, self.busy_timeout)
+    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._db.read()
 
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        try:
-            conn = self._connect()
-        except sqlite3.Error as exc:
-            raise StoreError(f"state store {self.path}: {exc}") from exc
-        try:
-            yield conn
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"state store {self.path}: {exc}") from exc
-        finally:
-            conn.close()
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One transaction holding the write lock from its start (``BEGIN IMMEDIATE``)."""
-        with self._read() as conn, _sqlite.immediate(conn):
-            yield conn
-
-    def _init_schema(self) -> None:
-        with self._read() as conn:
-            try:
-                _sqlite.use_wal(conn, self.path)
-            except sqlite3.OperationalError as exc:  # pragma: no cover
-                raise StoreError(str(exc)) from None
-            with _sqlite.immediate(conn):
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self.path} has schema version {version}, newer than {SCHEMA_VERSION}",
-                        retryable=False,
-                    )
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                if version < SCHEMA_VERSION:
-                    self._migrate(conn, version)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return self._db.write()
 
     def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
-        """Adds what version 2 added to a file of an earlier version (or to a new one: no-op)."""
+        """Adds what version 2 added to a file of an earlier version (a new file: version 0)."""
         for table, column, declaration in _ADDED_COLUMNS:
             have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
             if column not in have:

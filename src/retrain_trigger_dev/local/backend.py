@@ -27,7 +27,6 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -71,10 +70,6 @@ class StopEvent(Protocol):
 def _job_id(job: str) -> str:
     """A job id from an id or a full job name (``projects/.../pipelineJobs/<id>``)."""
     return job.rsplit("/", 1)[-1]
-
-
-def _unavailable(path: str, exc: BaseException) -> BackendUnavailable:
-    return BackendUnavailable(f"local run ledger {path}: {exc}")
 
 
 def _child_env() -> dict[str, str]:
@@ -166,7 +161,7 @@ class Worker:
                 self._wake.clear()
                 try:
                     self.step()
-                except (sqlite3.Error, OSError) as exc:
+                except (BackendUnavailable, OSError) as exc:
                     logger.warning("local worker pass failed, retrying: %s", exc)
                 except Exception:
                     logger.exception("local worker pass failed, retrying")
@@ -223,7 +218,7 @@ class Worker:
         logger.info("run %s started: pid %s, log %s", record.job_id, proc.pid, log_path)
         try:
             registered = self.ledger.set_run_pid(record.job_id, record.claim_token, proc.pid)
-        except sqlite3.Error as exc:  # the run's process registers itself too
+        except BackendUnavailable as exc:  # the run's process registers itself too
             logger.warning("run %s: pid not recorded: %s", record.job_id, exc)
             return
         if not registered:
@@ -256,7 +251,7 @@ class Worker:
             try:
                 if self.ledger.finish(job_id, FAILED, error=WORKER_STOPPED):
                     logger.warning("run %s: %s", job_id, WORKER_STOPPED)
-            except sqlite3.Error as exc:
+            except BackendUnavailable as exc:
                 logger.warning("run %s: end not recorded: %s", job_id, exc)
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_grace
@@ -268,7 +263,7 @@ class Worker:
                 proc.wait()
         try:
             self._reap()
-        except sqlite3.Error as exc:
+        except BackendUnavailable as exc:
             logger.warning("local worker: final pass failed: %s", exc)
 
 
@@ -336,8 +331,8 @@ class LocalBackend:
                 path = ledger_mod.ledger_path(self.state_dir)
                 try:
                     self._ledger = Ledger(path, busy_timeout=self.busy_timeout)
-                except (sqlite3.Error, OSError) as exc:
-                    raise _unavailable(path, exc) from None
+                except OSError as exc:  # the folder cannot be made; SQLite's errors are mapped
+                    raise BackendUnavailable(f"local run ledger {path}: {exc}") from None
             return self._ledger
 
     def job_name(self, job_id: str, project: str = "", region: str = "") -> str:
@@ -380,8 +375,8 @@ class LocalBackend:
             )
         except ValueError as exc:
             raise BackendRefused(f"run {job_id}: parameters cannot be stored: {exc}") from None
-        except (sqlite3.Error, OSError) as exc:
-            raise _unavailable(ledger.path, exc) from None
+        except OSError as exc:
+            raise BackendUnavailable(f"local run ledger {ledger.path}: {exc}") from None
         if self._auto_worker:
             self.start_worker()
         if created:
@@ -394,10 +389,7 @@ class LocalBackend:
         """The run's status (by id or full job name); ``KeyError`` when there is no such run."""
         job_id = _job_id(job_id)
         ledger = self.ledger
-        try:
-            record = ledger.get(job_id)
-        except sqlite3.Error as exc:
-            raise _unavailable(ledger.path, exc) from None
+        record = ledger.get(job_id)
         if record is None:
             raise KeyError(job_id)
         return record.to_status()
@@ -405,10 +397,7 @@ class LocalBackend:
     def list(self, *, route: str = "", limit: int = 100, state: str = "") -> list[JobStatus]:
         """Most recent runs first, optionally of one route and/or in one state."""
         ledger = self.ledger
-        try:
-            records = ledger.list(route=route, state=state, limit=limit)
-        except sqlite3.Error as exc:
-            raise _unavailable(ledger.path, exc) from None
+        records = ledger.list(route=route, state=state, limit=limit)
         return [record.to_status() for record in records]
 
     # -- beyond the protocol -----------------------------------------------------------------
@@ -417,10 +406,7 @@ class LocalBackend:
         """Cancel a run: a PENDING one at once, a RUNNING one within a heartbeat or two."""
         job_id = _job_id(job_id)
         ledger = self.ledger
-        try:
-            record = ledger.cancel(job_id)
-        except sqlite3.Error as exc:
-            raise _unavailable(ledger.path, exc) from None
+        record = ledger.cancel(job_id)
         logger.info("run %s: cancel requested (%s)", job_id, record.state)
         return record.to_status()
 

@@ -16,8 +16,10 @@ States are Vertex's ``PipelineState`` names without the prefix::
 A claim carries a random token; the run's process registers itself with it (``set_run_pid``)
 before doing anything, so a run given back to the queue is never executed by a stale process.
 
-The database runs in WAL mode (readers never wait for the writer) with a busy timeout, so a
-submit waits at most that long for the write lock before it fails with a retryable error.
+The database is the shared SQLite base (:mod:`retrain_trigger._sqlite`): WAL mode (readers never
+wait for the writer) and a busy timeout, so a submit waits at most that long for the write lock
+before it fails with a retryable error; every SQLite error leaves the ledger as
+``BackendUnavailable``.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from retrain_trigger import _sqlite
 from retrain_trigger.constants import FINAL_STATES, rfc3339
+from retrain_trigger.errors import BackendUnavailable
 
 if TYPE_CHECKING:
     from retrain_trigger.backends.base import JobStatus
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 LEDGER_FILE = "runs.sqlite3"
 RUNS_DIR = "runs"
 SCHEMA_VERSION = 1
-DEFAULT_BUSY_TIMEOUT = 5.0
+DEFAULT_BUSY_TIMEOUT = _sqlite.DEFAULT_BUSY_TIMEOUT
 
 PENDING = "PENDING"
 RUNNING = "RUNNING"
@@ -98,6 +101,12 @@ _COLUMNS = (
     "create_time, start_time, end_time, parameters, labels, request, outputs, log_path, error, "
     "worker_host, worker_pid, run_pid, claim_token, heartbeat"
 )
+
+
+def _ledger_error(path: str, exc: sqlite3.Error) -> BackendUnavailable:
+    """The ledger could not be read or written (locked past the busy timeout, unreadable): the
+    submission or the worker's pass fails retryably."""
+    return BackendUnavailable(f"local run ledger {path}: {exc}")
 
 
 def ledger_path(state_dir: str | os.PathLike[str]) -> str:
@@ -251,54 +260,28 @@ class Ledger:
     ) -> None:
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
-        self._init_schema()
+        # FULL: a run's recorded end survives a power cut (the store's NORMAL is enough there).
+        self._db = _sqlite.Database(
+            self.path, error=_ledger_error, busy_timeout=busy_timeout, synchronous="FULL"
+        )
+        self._db.init_schema(_SCHEMA, SCHEMA_VERSION)
 
     @classmethod
     def for_state_dir(cls, state_dir: str | os.PathLike[str], **kwargs: Any) -> Ledger:
         return cls(ledger_path(state_dir), **kwargs)
 
-    # -- connections -------------------------------------------------------------------------
+    # -- connections (the shared SQLite base: retrain_trigger._sqlite) ------------------------
 
     def connect(self) -> sqlite3.Connection:
         """A new connection in autocommit mode; transactions are opened explicitly."""
-        return _sqlite.connect(self.path, self.busy_timeout, synchronous="FULL")
+        return self._db.connect()
 
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        conn = self.connect()
-        try:
-            yield conn
-        finally:
-            conn.close()
+    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._db.read()
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One write transaction holding the write lock from its start (``BEGIN IMMEDIATE``)."""
-        conn = self.connect()
-        try:
-            with _sqlite.immediate(conn):
-                yield conn
-        finally:
-            conn.close()
-
-    def _init_schema(self) -> None:
-        conn = self.connect()
-        try:
-            _sqlite.use_wal(conn, self.path)
-            with _sqlite.immediate(conn):
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise sqlite3.DatabaseError(
-                        f"{self.path} has schema version {version}, newer than {SCHEMA_VERSION}"
-                    )
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        finally:
-            conn.close()
+        return self._db.write()
 
     # -- submit side -------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ import math
 import os
 import re
 import signal
-import sqlite3
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from retrain_trigger.errors import BackendUnavailable
 from retrain_trigger_dev.local import ledger as ledger_mod
 from retrain_trigger_dev.local.ledger import FAILED, RUNNING, SUCCEEDED, Ledger
 
@@ -364,7 +364,7 @@ def _finish(ledger: Ledger, job_id: str, state: str, outputs: dict[str, Any], er
     for attempt in range(FINISH_ATTEMPTS):
         try:
             return ledger.finish(job_id, state, outputs=outputs, error=error)
-        except sqlite3.OperationalError as exc:
+        except BackendUnavailable as exc:
             if attempt == FINISH_ATTEMPTS - 1:
                 raise
             logger.warning("run %s: end not recorded yet (%s), trying again", job_id, exc)
