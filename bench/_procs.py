@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from retrain_trigger_dev import processes
 from retrain_trigger_dev.localstack.stack import fake_gcs_binary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -258,36 +259,17 @@ class FakeGcsProcess:
 
 def rss(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM of a process, in MiB (0 when it is gone)."""
-    out = {"VmRSS": 0.0, "VmHWM": 0.0}
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key in out:
-                    out[key] = int(value.split()[0]) / 1024
-    except OSError:
-        pass
-    return out
-
-
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    memory = processes.memory_mib(pid)
+    return {"VmRSS": memory["rss_mib"], "VmHWM": memory["hwm_mib"]}
 
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read().decode("ascii", "replace")
-    except OSError:
-        return 0.0
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return processes.cpu_seconds(pid)
 
 
 def children_of(pid: int) -> list[int]:
-    from retrain_trigger_dev.localstack.supervisor import proc_table
-
-    return sorted(child for child, (ppid, _, _) in proc_table().items() if ppid == pid)
+    return processes.children_of(pid)
 
 
 def functions_framework_argv(source: Path, target: str, signature: str, port: int) -> list[str]:

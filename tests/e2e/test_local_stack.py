@@ -30,10 +30,9 @@ from retrain_trigger_dev.localstack.poller import post_cloud_event
 from retrain_trigger_dev.localstack.stack import MARKER, Stack, pubsub_emulator_command
 from retrain_trigger_dev.localstack.supervisor import (
     LogFollower,
-    descendants,
     port_open,
-    same_process_alive,
 )
+from retrain_trigger_dev.processes import descendants, same_process_alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.emulator]
 

@@ -21,7 +21,8 @@ from retrain_trigger.config import Config
 from retrain_trigger.model import RunRequest
 from retrain_trigger.spec import parse_template
 from retrain_trigger_dev.local.backend import LocalBackend, run_worker
-from retrain_trigger_dev.local.ledger import CANCELLED, FAILED, RUNNING, SUCCEEDED, pid_alive
+from retrain_trigger_dev.local.ledger import CANCELLED, FAILED, RUNNING, SUCCEEDED
+from retrain_trigger_dev.processes import pid_alive
 
 pytestmark = pytest.mark.slow
 

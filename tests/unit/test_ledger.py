@@ -36,10 +36,9 @@ from retrain_trigger_dev.local.ledger import (
     WORKER_GONE,
     Ledger,
     ledger_path,
-    pid_alive,
-    process_alive,
 )
 from retrain_trigger_dev.local.runner import collect_outputs, last_error
+from retrain_trigger_dev.processes import pid_alive, process_alive
 
 TEMPLATE_YAML = b"""
 pipelineInfo:

@@ -31,10 +31,9 @@ from retrain_trigger_dev.localstack.supervisor import (
     StackError,
     Supervisor,
     Terminated,
-    descendants,
-    same_process_alive,
     terminate_on_signals,
 )
+from retrain_trigger_dev.processes import descendants, same_process_alive
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "pipeline_specs" / "mnist_training.yaml"

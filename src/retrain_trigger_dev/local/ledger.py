@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from retrain_trigger import _sqlite
 from retrain_trigger.constants import FINAL_STATES, rfc3339
 from retrain_trigger.errors import BackendUnavailable
+from retrain_trigger_dev.processes import process_alive
 
 if TYPE_CHECKING:
     from retrain_trigger.backends.base import JobStatus
@@ -116,46 +117,6 @@ def ledger_path(state_dir: str | os.PathLike[str]) -> str:
 def run_dir(state_dir: str | os.PathLike[str], job_id: str) -> str:
     """Where one run keeps its template copy, its log and its local pipeline root."""
     return os.path.join(os.fspath(state_dir), RUNS_DIR, job_id)
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether a process with this id exists on this host and has not exited (zombies count as gone)."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return True
-    # The state follows the parenthesised command name, which may itself contain ") ".
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X")
-
-
-def process_alive(pid: int | None, job_id: str = "") -> bool:
-    """Whether ``pid`` is alive and, given ``job_id``, is the process running that job.
-
-    The run's process has the job id in its command line; where the command line cannot be read
-    (not Linux, another user's process), a live pid is taken at its word.
-    """
-    if not pid_alive(pid):
-        return False
-    if not job_id:
-        return True
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv = fh.read().split(b"\0")
-    except OSError:
-        return True
-    return job_id.encode() in argv
 
 
 def _dumps(value: Any) -> str:

@@ -678,7 +678,7 @@ class Demo:
 
 
 def _alive(pid: int) -> bool:
-    from retrain_trigger_dev.local.ledger import pid_alive
+    from retrain_trigger_dev.processes import pid_alive
 
     return pid_alive(pid)
 

@@ -1,4 +1,7 @@
-"""Process supervision for the local stack.
+"""Process supervision for the local stack: the one supervisor of the development tools.
+
+Which processes are alive, and what a child left behind, is read through
+:mod:`retrain_trigger_dev.processes` (psutil: Linux and macOS alike).
 
 Every child runs in its own process group (``start_new_session``), writes stdout and stderr to
 ``<log_dir>/<name>.log`` and is stopped by signalling its whole group: SIGTERM, a grace period,
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import IO
 
 from retrain_trigger.errors import RetrainError
+from retrain_trigger_dev.processes import descendants, same_process_alive
 
 log = logging.getLogger(__name__)
 
@@ -153,57 +157,7 @@ def _signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
-def proc_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, start time in clock ticks, state) of every process (Linux /proc)."""
-    table: dict[int, tuple[int, int, str]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return table
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 19:
-            table[int(entry)] = (int(fields[1]), int(fields[19]), fields[0])
-    return table
-
-
-def descendants(pid: int) -> list[tuple[int, int]]:
-    """``(pid, start time)`` of every live descendant of ``pid``, including those that moved to
-    a session of their own. Empty where ``/proc`` is not available."""
-    table = proc_table()
-    children: dict[int, list[int]] = {}
-    for child, (parent, _start, _state) in table.items():
-        children.setdefault(parent, []).append(child)
-    out: list[tuple[int, int]] = []
-    todo = list(children.get(pid, []))
-    while todo:
-        current = todo.pop()
-        _parent, start, state = table[current]
-        if state not in ("Z", "X"):
-            out.append((current, start))
-        todo.extend(children.get(current, []))
-    return out
-
-
-def same_process_alive(pid: int, start: int) -> bool:
-    """Whether ``pid`` is still the process that started at ``start`` and has not exited."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read().decode("ascii", "replace")
-    except OSError:
-        return False
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return len(fields) > 19 and int(fields[19]) == start and fields[0] not in ("Z", "X")
-
-
-def _kill_leftovers(leftovers: Sequence[tuple[int, int]], grace: float = 3.0) -> list[int]:
+def _kill_leftovers(leftovers: Sequence[tuple[int, float]], grace: float = 3.0) -> list[int]:
     """SIGTERM, then SIGKILL, the listed processes still alive; returns the pids signalled."""
     alive = [(pid, start) for pid, start in leftovers if same_process_alive(pid, start)]
     for pid, _start in alive:
@@ -320,7 +274,7 @@ class Supervisor:
         timeout: float | None = None,
         *,
         signalled: bool = False,
-        tree: Sequence[tuple[int, int]] | None = None,
+        tree: Sequence[tuple[int, float]] | None = None,
     ) -> int | None:
         """Stops the child's process group: its stop signal, then SIGKILL after ``timeout``.
 
