@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import textwrap
 from collections.abc import Callable, Iterator
@@ -82,3 +83,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     service.set_service(None)
     yield
     service.set_service(None)
+    # A test that set up the JSON log handler (a Service, the command line) bound it to that
+    # test's streams: the next test sets up its own.
+    logger = logging.getLogger("retrain_trigger")
+    for handler in [h for h in logger.handlers if getattr(h, "_retrain_json", False)]:
+        logger.removeHandler(handler)
+    logger.propagate = True

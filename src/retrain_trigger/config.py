@@ -1,8 +1,16 @@
 """Configuration: one YAML file, validated once into one typed, frozen object.
 
-The file's path is ``RETRAIN_CONFIG`` (default ``retrain.yaml`` in the working directory). A few
-settings may be overridden from the environment; every one is listed in :data:`ENV_SETTINGS` and in
-the README. An empty string means "unset". Every error names the file, the field and the problem.
+The file's path is ``RETRAIN_CONFIG`` (default ``retrain.yaml`` in the working directory). Its
+fields are declared in :mod:`retrain_trigger.schema` (types, defaults, bounds, choices: msgspec
+checks them, and ``retrain.schema.json`` is generated from them); environment settings are
+declared in :mod:`retrain_trigger.settings`, each with the field it overrides; the command line's
+global options reach :func:`load_config` as ``overrides``. An empty string means "unset".
+
+:func:`parse_config` reads in this order, and the first problem found is the one reported, naming
+the file, the field (one notation: ``routes[0] (churn).data.include[1]``) and the problem: the
+environment's values, every field but the routes (declared), what those fields mean together,
+then each route (declared, then what its fields mean together), then the routes together (names,
+the loop guard, what Cloud Run cannot do).
 """
 
 from __future__ import annotations
@@ -16,57 +24,21 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from retrain_trigger.constants import BUCKET_NAME, ROUTE_NAME
 from retrain_trigger.errors import ConfigError
 from retrain_trigger.events import uri_problem
 
 DEFAULT_CONFIG_PATH = "retrain.yaml"
 MAX_CONFIG_BYTES = 1 << 20
 
-AUTH_MODES = ("iam", "hmac", "none")
-DATA_MODES = ("object", "marker", "window")
-CONCURRENCY_POLICIES = ("allow", "skip_if_running", "queue_latest")
-STORES = ("sqlite", "firestore")
-
-# env var -> (config field, meaning). The README's settings table mirrors this.
-ENV_SETTINGS: dict[str, tuple[str, str]] = {
-    "RETRAIN_CONFIG": ("(path)", "path of the YAML configuration file"),
-    "GOOGLE_CLOUD_PROJECT": ("project", "Google Cloud project of the pipeline jobs"),
-    "RETRAIN_REGION": ("region", "Vertex AI region"),
-    "RETRAIN_BACKEND": ("backend", "vertex or local"),
-    "RETRAIN_VERTEX_ENDPOINT": ("vertex_endpoint", "Vertex API endpoint override"),
-    "RETRAIN_AUTH": ("auth.mode", "iam, hmac or none"),
-    "RETRAIN_AUDIENCE": ("auth.audience", "expected ID-token audience"),
-    "RETRAIN_ALLOWED_INVOKERS": ("auth.allowed_invokers", "comma-separated caller emails"),
-    "RETRAIN_HMAC_SECRET": ("auth.hmac_secret", "shared secret for hmac auth"),
-    "RETRAIN_ID_TOKEN_CERTS_URL": ("(auth)", "certificates that verify ID tokens (tests only)"),
-    "RETRAIN_ALLOW_ANONYMOUS_ON_CLOUD_RUN": ("auth.force_none", "let auth none run on Cloud Run"),
-    "RETRAIN_MAX_BODY_BYTES": ("max_body_bytes", "largest accepted request body"),
-    "RETRAIN_SUBMIT_DEADLINE": ("submit_deadline_seconds", "total time for one submit"),
-    "RETRAIN_STATE_DIR": ("state_dir", "folder of local state (SQLite, run logs)"),
-    "RETRAIN_LOCAL_CONCURRENCY": ("local_concurrency", "runs the local backend runs at once"),
-    "RETRAIN_LOCAL_WORKER": ("local_worker", "run local pipelines in this process (true/false)"),
-    "RETRAIN_STORE": ("store", "sqlite or firestore"),
-    "RETRAIN_FIRESTORE_DATABASE": ("firestore_database", "Firestore database id"),
-    "RETRAIN_HISTORY": ("history.enabled", "record every decision (true/false)"),
-    "RETRAIN_HISTORY_TTL_DAYS": ("history.ttl_days", "days a recorded decision is kept"),
-    "RETRAIN_CLOUD_BUILD_TOPIC": (
-        "cloud_build_topic",
-        "topic whose Cloud Build status messages the event function takes",
-    ),
-}
-
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
-_SERVICE_ACCOUNT = re.compile(r"^[a-z][a-z0-9-]{4,62}@[a-z0-9.-]+\.iam\.gserviceaccount\.com$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$|^[a-z0-9.:-]{1,100}$")
-_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+$")
 _FIELD = re.compile(r"{([^{}]*)}")
-_TOPIC_ID = r"[A-Za-z][A-Za-z0-9_.~+%-]{2,254}"
-_TOPIC = re.compile(rf"^{_TOPIC_ID}$|^projects/[a-z0-9.:-]{{1,100}}/topics/{_TOPIC_ID}$")
 DEFAULT_CLOUD_BUILD_TOPIC = "cloud-builds"
+# Mappings of the file whose null values mean "unset" (a null parameter or label is kept).
+_SECTIONS = ("auth", "limits", "local", "history")
 
 # Fields a parameter template may use. Keep in sync with rules.template_fields().
 TEMPLATE_FIELDS = frozenset(
@@ -209,100 +181,22 @@ def literal_prefix(pattern: str) -> str:
     return prefix
 
 
-class _Reader:
-    """Validates one mapping from the file, naming each field by its dotted path."""
-
-    def __init__(self, source: str, path: str, data: Any) -> None:
-        self.source = source
-        self.path = path
-        if not isinstance(data, Mapping):
-            raise self.error(f"must be a mapping, got {_type_name(data)}")
-        self.data = data
-        self.seen: set[str] = set()
-
-    def error(self, message: str, key: str = "") -> ConfigError:
-        name = f"{self.path}.{key}" if self.path and key else (key or self.path or "(top level)")
-        return ConfigError(message, source=self.source, field=name)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.seen.add(key)
-        value = self.data.get(key, default)
-        return default if value is None else value
-
-    def string(self, key: str, default: str = "", *, required: bool = False) -> str:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise self.error(f"must be a string, got {_type_name(value)}", key)
-        value = str(value).strip()
-        if required and not value:
-            raise self.error("is required", key)
-        if len(value) > 4096:
-            raise self.error("is longer than 4096 characters", key)
-        return value
-
-    def boolean(self, key: str, default: bool = False) -> bool:
-        value = self.get(key, default)
-        if not isinstance(value, bool):
-            raise self.error(f"must be true or false, got {value!r}", key)
-        return value
-
-    def integer(self, key: str, default: int, *, low: int, high: int) -> int:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(f"must be a whole number, got {value!r}", key)
-        if not low <= value <= high:
-            raise self.error(f"must be between {low} and {high}, got {value}", key)
-        return value
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.string(key, default)
-        if value not in choices:
-            raise self.error(f"must be one of {', '.join(choices)}, got {value!r}", key)
-        return value
-
-    def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        value = self.get(key, list(default))
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.error("must be a list of non-empty strings", key)
-        return tuple(value)
-
-    def mapping(self, key: str) -> Mapping[str, Any]:
-        value = self.get(key, {})
-        if not isinstance(value, Mapping):
-            raise self.error(f"must be a mapping, got {_type_name(value)}", key)
-        return value
-
-    def reject_unknown(self, allowed: set[str]) -> None:
-        unknown = sorted(set(map(str, self.data)) - allowed)
-        if unknown:
-            raise self.error(
-                f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}"
-            )
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _env(env: Mapping[str, str], name: str) -> str:
-    return env.get(name, "").strip()
-
-
 def load_config(
-    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str | None] | None = None,
 ) -> Config:
     """Read, validate and freeze the configuration.
 
-    ``path`` defaults to ``$RETRAIN_CONFIG`` or ``retrain.yaml``; ``env`` to ``os.environ``.
+    ``env`` defaults to ``os.environ``; ``overrides`` (the command line's global options) are
+    settings by variable name that win over it. ``path`` defaults to the ``RETRAIN_CONFIG``
+    setting, then ``retrain.yaml``.
     """
-    env = os.environ if env is None else env
-    path = Path(path or _env(env, "RETRAIN_CONFIG") or DEFAULT_CONFIG_PATH)
+    from retrain_trigger import settings
+
+    merged = dict(os.environ if env is None else env)
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    path = Path(path or settings.value(merged, "RETRAIN_CONFIG") or DEFAULT_CONFIG_PATH)
     source = str(path)
     try:
         with open(path, "rb") as fh:
@@ -317,7 +211,7 @@ def load_config(
         ) from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"configuration is larger than {MAX_CONFIG_BYTES} bytes", source=source)
-    return parse_config(raw, source=source, env=env)
+    return parse_config(raw, source=source, env=merged)
 
 
 def parse_config(
@@ -338,146 +232,270 @@ def parse_config(
         raise ConfigError(f"not valid YAML: {exc}", source=source) from None
     if data is None:
         raise ConfigError("configuration is empty", source=source)
-    return _build(_Reader(source, "", data), env)
-
-
-def _build(top: _Reader, env: Mapping[str, str]) -> Config:
-    source = top.source
-    project = _env(env, "GOOGLE_CLOUD_PROJECT") or top.string("project")
-    region = _env(env, "RETRAIN_REGION") or top.string("region", "us-central1")
-    backend = _env(env, "RETRAIN_BACKEND") or top.string("backend", "vertex")
-    if backend != "vertex":  # another backend must be installed (an entry point): see backends
-        from retrain_trigger.backends import check_backend
-
-        if problem := check_backend(backend):
-            raise ConfigError(problem, source=source, field="backend")
-    if project and not _PROJECT.match(project):
-        raise ConfigError(f"is not a valid project id: {project!r}", source=source, field="project")
-    if not _REGION.match(region):
-        raise ConfigError(f"is not a valid region: {region!r}", source=source, field="region")
-    if backend == "vertex" and not project:
+    if not isinstance(data, Mapping):
         raise ConfigError(
-            "is required for the vertex backend (or set GOOGLE_CLOUD_PROJECT)",
-            source=source,
-            field="project",
+            f"must be a mapping, got {_type_name(data)}", source=source, field="(top level)"
+        )
+    return _Loader(source, env).load(data)
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _unset(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+    """The mapping without its null values (``project:`` with nothing after it is unset)."""
+    return {key: value for key, value in mapping.items() if value is not None}
+
+
+class _Loader:
+    """One reading of one file; every error names ``source`` and a field."""
+
+    def __init__(self, source: str, env: Mapping[str, str]) -> None:
+        self.source = source
+        self.env = env
+        self.from_env: dict[str, str] = {}  # field -> the variable that set it
+
+    def error(self, message: str, field: str = "") -> ConfigError:
+        setting = self.from_env.get(field)
+        suffix = f" (from {setting})" if setting else ""
+        return ConfigError(message + suffix, source=self.source, field=field)
+
+    def convert(self, data: Any, kind: type, whole: Any) -> Any:
+        import msgspec
+
+        from retrain_trigger import schema
+
+        try:
+            return msgspec.convert(data, kind, strict=True)
+        except msgspec.ValidationError as exc:
+            where, message = schema.problem(exc, schema.ConfigFile, whole)
+            raise self.error(message, where) from None
+
+    def load(self, raw: Mapping[Any, Any]) -> Config:
+        from retrain_trigger import schema, settings
+
+        data = _unset(raw)
+        for section in _SECTIONS:
+            if isinstance(data.get(section), Mapping):
+                data[section] = _unset(data[section])
+        try:
+            overrides = settings.overrides(self.env)
+        except ConfigError as exc:
+            raise exc.located(source=f"environment ({self.source})") from None
+        for path, (setting, value) in overrides.items():
+            section, _, name = path.rpartition(".")
+            if section:
+                current = data.get(section)
+                data[section] = {**(current if isinstance(current, Mapping) else {}), name: value}
+            else:
+                data[name] = value
+            self.from_env[path] = setting.name
+        top = self.convert({k: v for k, v in data.items() if k != "routes"}, schema.Settings, data)
+        project, backend = str(top.project).strip(), top.backend.strip()
+        if backend != "vertex":  # another backend must be installed (an entry point)
+            from retrain_trigger.backends import check_backend
+
+            if problem := check_backend(backend):
+                raise self.error(problem, "backend")
+        if project and not _PROJECT.match(project):
+            raise self.error(f"is not a valid project id: {project!r}", "project")
+        if backend == "vertex" and not project:
+            raise self.error(
+                "is required for the vertex backend (or set GOOGLE_CLOUD_PROJECT)", "project"
+            )
+        auth = self.auth(top.auth)
+        routes_raw = data.get("routes")
+        if not isinstance(routes_raw, list) or not routes_raw:
+            raise self.error("must be a non-empty list of routes", "routes")
+        data["routes"] = [_route_data(item) for item in routes_raw]
+        spec = self.convert(data, schema.ConfigFile, data)
+        routes = tuple(self.route(i, item) for i, item in enumerate(spec.routes))
+        names = [r.name for r in routes]
+        for name in names:
+            if names.count(name) > 1:
+                raise self.error(f"route name {name!r} is used twice", "routes")
+        routes, warnings = _loop_guard(self.source, routes)
+        _refuse_local_store_on_cloud_run(self.source, spec.store, routes, self.env)
+        enabled = spec.history.enabled
+        return Config(
+            routes=routes,
+            project=project,
+            region=spec.region,
+            backend=backend,
+            vertex_endpoint=spec.vertex_endpoint.strip(),
+            auth=auth,
+            max_body_bytes=spec.limits.max_body_bytes,
+            submit_deadline_seconds=float(spec.limits.submit_deadline_seconds),
+            state_dir=spec.local.state_dir.strip(),
+            local_concurrency=spec.local.concurrency,
+            local_worker=spec.local.worker,
+            store=spec.store,
+            firestore_database=spec.firestore_database.strip(),
+            # Recorded by default where a shared store exists: locally, and with Firestore.
+            history=(backend == "local" or spec.store == "firestore")
+            if enabled is None
+            else enabled,
+            history_ttl_days=spec.history.ttl_days,
+            ignore_prefixes=self.strings(spec.ignore_prefixes, "ignore_prefixes"),
+            cloud_build_topic=spec.cloud_build_topic,
+            source=self.source,
+            warnings=warnings,
         )
 
-    endpoint = _env(env, "RETRAIN_VERTEX_ENDPOINT") or top.string("vertex_endpoint")
-    if endpoint and not re.match(r"^(https?://)?[A-Za-z0-9.-]+(:\d{1,5})?/?$", endpoint):
-        raise ConfigError(
-            f"must be host[:port] or http(s)://host[:port], got {endpoint!r}",
-            source=source,
-            field="vertex_endpoint",
+    def strings(self, value: list[str] | str, field: str) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else value
+        if not all(item.strip() for item in items):
+            raise self.error("must be a list of non-empty strings", field)
+        return tuple(items)
+
+    def auth(self, spec: Any) -> AuthConfig:
+        invokers = tuple(
+            v.strip() for v in self.strings(spec.allowed_invokers, "auth.allowed_invokers")
+        )
+        for email in invokers:
+            if not _EMAIL.match(email):
+                raise self.error(f"is not an email address: {email!r}", "auth.allowed_invokers")
+        secret = spec.hmac_secret.strip()
+        if spec.mode == "hmac" and len(secret) < 16:
+            raise self.error(
+                "hmac mode needs a secret of at least 16 characters (RETRAIN_HMAC_SECRET)",
+                "auth.hmac_secret",
+            )
+        return AuthConfig(
+            mode=spec.mode,
+            audience=spec.audience.strip(),
+            allowed_invokers=invokers,
+            hmac_secret=secret,
+            force_none=spec.allow_anonymous_on_cloud_run,
         )
 
-    auth = _auth(top, env)
-    limits = _Reader(source, "limits", top.mapping("limits"))
-    max_body = _int_env(env, "RETRAIN_MAX_BODY_BYTES", source) or limits.integer(
-        "max_body_bytes", 1 << 20, low=1024, high=32 << 20
-    )
-    deadline = _float_env(env, "RETRAIN_SUBMIT_DEADLINE", source) or float(
-        limits.integer("submit_deadline_seconds", 30, low=1, high=540)
-    )
-    limits.reject_unknown({"max_body_bytes", "submit_deadline_seconds"})
-
-    local = _Reader(source, "local", top.mapping("local"))
-    state_dir = _env(env, "RETRAIN_STATE_DIR") or local.string("state_dir", ".local/state")
-    concurrency = _int_env(env, "RETRAIN_LOCAL_CONCURRENCY", source) or local.integer(
-        "concurrency", 1, low=1, high=64
-    )
-    worker_env = _env(env, "RETRAIN_LOCAL_WORKER").lower()
-    if worker_env not in ("", "true", "false"):
-        raise ConfigError(
-            f"must be true or false, got {worker_env!r}",
-            source=source,
-            field="RETRAIN_LOCAL_WORKER",
+    def route(self, index: int, spec: Any) -> Route:
+        where = f"routes[{index}] ({spec.name})"
+        template = spec.template.strip()
+        if not template:
+            raise self.error("is required", f"{where}.template")
+        if not (template.startswith(("gs://", "https://")) or "://" not in template):
+            raise self.error(
+                "must be a local path, gs://... or https://... URI", f"{where}.template"
+            )
+        pipeline_root = spec.pipeline_root.strip()
+        if not pipeline_root:
+            raise self.error("is required", f"{where}.pipeline_root")
+        if "://" in pipeline_root and not pipeline_root.startswith("gs://"):
+            raise self.error("must be gs://bucket/path or a local folder", f"{where}.pipeline_root")
+        for key, value in spec.parameters.items():
+            if not _PARAM_NAME.match(key):
+                raise self.error(
+                    f"parameter name {key!r} is not a valid identifier", f"{where}.parameters"
+                )
+            for placeholder in _FIELD.findall(value) if isinstance(value, str) else ():
+                if placeholder not in TEMPLATE_FIELDS:
+                    raise self.error(
+                        f"uses unknown field {{{placeholder}}}; known: "
+                        f"{', '.join(sorted(TEMPLATE_FIELDS))}",
+                        f"{where}.parameters.{key}",
+                    )
+        labels: dict[str, str] = {}
+        for key, value in spec.labels.items():
+            text = "" if value is None else str(value)
+            if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(text):
+                raise self.error(
+                    f"label {key!r}: {text!r} breaks Vertex label rules (lowercase, 63 chars)",
+                    f"{where}.labels",
+                )
+            labels[key] = text
+        display_name = spec.display_name.strip()
+        for placeholder in _FIELD.findall(display_name):
+            if placeholder not in TEMPLATE_FIELDS:
+                raise self.error(f"uses unknown field {{{placeholder}}}", f"{where}.display_name")
+        route = Route(
+            name=spec.name,
+            template=template,
+            pipeline_root=pipeline_root.rstrip("/"),
+            parameters=MappingProxyType(dict(spec.parameters)),
+            service_account=spec.service_account,
+            display_name=display_name,
+            labels=MappingProxyType(labels),
+            network=spec.network.strip(),
+            encryption_key=spec.encryption_key.strip(),
+            data=self.data_rule(f"{where}.data", spec.data) if spec.data is not None else None,
+            code=spec.code,
+            model=spec.model,
+            allowed_templates=self.strings(spec.allowed_templates, f"{where}.allowed_templates"),
+            concurrency=spec.concurrency,
+            writes=self.writes(f"{where}.writes", spec.writes),
+            index=index,
         )
-    local_worker = worker_env == "true" if worker_env else local.boolean("worker", True)
-    local.reject_unknown({"state_dir", "concurrency", "worker"})
+        if not (route.data or route.code or route.model):
+            raise self.error("accepts no trigger: set data, code: true or model: true", where)
+        for prefix in route.allowed_templates:
+            problem = uri_problem(prefix)
+            if problem or not prefix.split("://", 1)[1].partition("/")[2].strip("/"):
+                raise self.error(
+                    f"{prefix!r} must be a gs:// or https:// prefix naming at least a bucket or "
+                    f"host and a folder{f' ({problem})' if problem else ''}; it is matched on '/' "
+                    "boundaries",
+                    f"{where}.allowed_templates",
+                )
+        return route
 
-    store = _env(env, "RETRAIN_STORE") or top.string("store", "sqlite")
-    if store not in STORES:
-        raise ConfigError(
-            f"must be one of {', '.join(STORES)}, got {store!r}", source=source, field="store"
-        )
-    firestore_db = _env(env, "RETRAIN_FIRESTORE_DATABASE") or top.string(
-        "firestore_database", "(default)"
-    )
+    def writes(self, where: str, value: list[str] | str | None) -> tuple[str, ...] | None:
+        """``writes``: the gs:// locations the pipeline writes to (the loop guard), or None."""
+        if value is None:
+            return None
+        writes = self.strings(value, where)
+        for uri in writes:
+            problem = uri_problem(uri)
+            if problem or not uri.startswith("gs://"):
+                raise self.error(
+                    f"{uri!r} must be a gs://bucket[/folder] URI{f' ({problem})' if problem else ''}",
+                    where,
+                )
+        return tuple(uri.rstrip("/") for uri in writes)
 
-    history_reader = _Reader(source, "history", top.mapping("history"))
-    history_env = _env(env, "RETRAIN_HISTORY").lower()
-    if history_env not in ("", "true", "false"):
-        raise ConfigError(
-            f"must be true or false, got {history_env!r}", source=source, field="RETRAIN_HISTORY"
+    def data_rule(self, where: str, spec: Any) -> DataRule:
+        if ".." in spec.bucket:
+            raise self.error(f"is not a valid bucket name: {spec.bucket!r}", f"{where}.bucket")
+        include = self.strings(spec.include, f"{where}.include")
+        exclude = self.strings(spec.exclude, f"{where}.exclude")
+        for pattern in include + exclude:
+            if pattern.startswith("/") or len(pattern) > 1024:
+                raise self.error(
+                    f"pattern {pattern!r} must be relative to the bucket", f"{where}.include"
+                )
+        marker = spec.marker.strip()
+        if not marker or "/" in marker:
+            raise self.error("must be a file name without '/'", f"{where}.marker")
+        uri = spec.uri.strip()
+        if uri and not uri.startswith("gs://"):
+            raise self.error("must be a gs:// URI", f"{where}.uri")
+        if spec.max_wait_seconds < spec.quiet_seconds:
+            raise self.error("must be at least quiet_seconds", f"{where}.max_wait_seconds")
+        return DataRule(
+            bucket=spec.bucket,
+            include=include,
+            exclude=exclude,
+            mode=spec.mode,
+            marker=marker,
+            uri=uri,
+            min_size=spec.min_size,
+            quiet_seconds=spec.quiet_seconds,
+            max_wait_seconds=spec.max_wait_seconds,
         )
-    # Recorded by default where a shared store exists: locally, and with Firestore.
-    history_default = backend == "local" or store == "firestore"
-    history = (
-        history_env == "true" if history_env else history_reader.boolean("enabled", history_default)
-    )
-    ttl_days = _int_env(env, "RETRAIN_HISTORY_TTL_DAYS", source) or history_reader.integer(
-        "ttl_days", 30, low=1, high=3650
-    )
-    history_reader.reject_unknown({"enabled", "ttl_days"})
 
-    routes_raw = top.get("routes")
-    if not isinstance(routes_raw, list) or not routes_raw:
-        raise top.error("must be a non-empty list of routes", "routes")
-    routes = tuple(_route(source, i, item) for i, item in enumerate(routes_raw))
-    names = [r.name for r in routes]
-    for name in names:
-        if names.count(name) > 1:
-            raise ConfigError(f"route name {name!r} is used twice", source=source, field="routes")
-    ignore = top.strings("ignore_prefixes")
-    build_topic = _env(env, "RETRAIN_CLOUD_BUILD_TOPIC") or top.string(
-        "cloud_build_topic", DEFAULT_CLOUD_BUILD_TOPIC
-    )
-    if not _TOPIC.match(build_topic):
-        raise ConfigError(
-            f"must be a topic id or projects/<project>/topics/<topic>, got {build_topic!r}",
-            source=source,
-            field="cloud_build_topic",
-        )
-    routes, warnings = _loop_guard(source, routes)
-    _refuse_local_store_on_cloud_run(source, store, routes, env)
-    top.reject_unknown(
-        {
-            "project",
-            "region",
-            "backend",
-            "vertex_endpoint",
-            "auth",
-            "limits",
-            "local",
-            "store",
-            "firestore_database",
-            "routes",
-            "ignore_prefixes",
-            "history",
-            "cloud_build_topic",
-        }
-    )
-    return Config(
-        routes=routes,
-        project=project,
-        region=region,
-        backend=backend,
-        vertex_endpoint=endpoint,
-        auth=auth,
-        max_body_bytes=max_body,
-        submit_deadline_seconds=deadline,
-        state_dir=state_dir,
-        local_concurrency=concurrency,
-        local_worker=local_worker,
-        store=store,
-        firestore_database=firestore_db,
-        history=history,
-        history_ttl_days=ttl_days,
-        ignore_prefixes=ignore,
-        cloud_build_topic=build_topic,
-        source=source,
-        warnings=warnings,
-    )
+
+def _route_data(item: Any) -> Any:
+    """A route's mapping with its nulls unset; ``data: false`` or ``{}`` means no data rule."""
+    if not isinstance(item, Mapping):
+        return item
+    route = _unset(item)
+    if route.get("data") in (False, {}):
+        del route["data"]
+    if isinstance(route.get("data"), Mapping):
+        route["data"] = _unset(route["data"])
+    return route
 
 
 def _refuse_local_store_on_cloud_run(
@@ -486,7 +504,7 @@ def _refuse_local_store_on_cloud_run(
     """``store: sqlite`` keeps windows and run slots in one instance's file: on Cloud Run, where
     every instance has its own (and ``/flush`` reaches any one of them), batches would never close
     and concurrency policies would not hold."""
-    if store != "sqlite" or not _env(env, "K_SERVICE"):
+    if store != "sqlite" or not (env.get("K_SERVICE") or "").strip():
         return
     needing = [
         r.name
@@ -578,252 +596,3 @@ def _data_locations(route: Route, *, includes_only: bool = False) -> list[str]:
     if rule.uri and not includes_only:
         locations.append(rule.uri)
     return locations
-
-
-def _int_env(env: Mapping[str, str], name: str, source: str) -> int:
-    value = _env(env, name)
-    if not value:
-        return 0
-    if not value.isdigit() or int(value) <= 0 or int(value) > 1 << 31:
-        raise ConfigError(
-            f"must be a positive whole number, got {value!r}",
-            source=f"environment ({source})",
-            field=name,
-        )
-    return int(value)
-
-
-def _float_env(env: Mapping[str, str], name: str, source: str) -> float:
-    value = _env(env, name)
-    if not value:
-        return 0.0
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 < number <= 3600:
-        raise ConfigError(
-            f"must be a number of seconds in (0, 3600], got {value!r}",
-            source=f"environment ({source})",
-            field=name,
-        )
-    return number
-
-
-def _auth(top: _Reader, env: Mapping[str, str]) -> AuthConfig:
-    reader = _Reader(top.source, "auth", top.mapping("auth"))
-    mode = _env(env, "RETRAIN_AUTH") or reader.string("mode", "iam")
-    if mode not in AUTH_MODES:
-        raise ConfigError(
-            f"must be one of {', '.join(AUTH_MODES)}, got {mode!r}",
-            source=top.source,
-            field="auth.mode",
-        )
-    audience = _env(env, "RETRAIN_AUDIENCE") or reader.string("audience")
-    invokers_env = _env(env, "RETRAIN_ALLOWED_INVOKERS")
-    invokers = (
-        tuple(v.strip() for v in invokers_env.split(",") if v.strip())
-        if invokers_env
-        else reader.strings("allowed_invokers")
-    )
-    for email in invokers:
-        if not _EMAIL.match(email):
-            raise ConfigError(
-                f"is not an email address: {email!r}",
-                source=top.source,
-                field="auth.allowed_invokers",
-            )
-    secret = _env(env, "RETRAIN_HMAC_SECRET") or reader.string("hmac_secret")
-    if mode == "hmac" and len(secret) < 16:
-        raise ConfigError(
-            "hmac mode needs a secret of at least 16 characters (RETRAIN_HMAC_SECRET)",
-            source=top.source,
-            field="auth.hmac_secret",
-        )
-    force_env = _env(env, "RETRAIN_ALLOW_ANONYMOUS_ON_CLOUD_RUN").lower()
-    if force_env not in ("", "true", "false", "1", "0"):
-        raise ConfigError(
-            f"must be true or false, got {force_env!r}",
-            source=top.source,
-            field="RETRAIN_ALLOW_ANONYMOUS_ON_CLOUD_RUN",
-        )
-    force = force_env in ("true", "1") or reader.boolean("allow_anonymous_on_cloud_run")
-    reader.reject_unknown(
-        {"mode", "audience", "allowed_invokers", "hmac_secret", "allow_anonymous_on_cloud_run"}
-    )
-    return AuthConfig(
-        mode=mode,
-        audience=audience,
-        allowed_invokers=invokers,
-        hmac_secret=secret,
-        force_none=force,
-    )
-
-
-def _route(source: str, index: int, item: Any) -> Route:
-    reader = _Reader(source, f"routes[{index}]", item)
-    name = reader.string("name", required=True)
-    reader.path = f"routes[{index}] ({name})"
-    if not ROUTE_NAME.match(name):
-        raise reader.error(
-            "must be 1-30 characters of a-z, 0-9 and '-', starting with a letter", "name"
-        )
-    template = reader.string("template", required=True)
-    if not (template.startswith(("gs://", "https://")) or "://" not in template):
-        raise reader.error("must be a local path, gs://... or https://... URI", "template")
-    pipeline_root = reader.string("pipeline_root", required=True)
-    if "://" in pipeline_root and not pipeline_root.startswith("gs://"):
-        raise reader.error("must be gs://bucket/path or a local folder", "pipeline_root")
-    service_account = reader.string("service_account")
-    if service_account and not _SERVICE_ACCOUNT.match(service_account):
-        raise reader.error(
-            f"is not a service account email: {service_account!r}", "service_account"
-        )
-
-    params_raw = reader.mapping("parameters")
-    parameters: dict[str, Any] = {}
-    for key, value in params_raw.items():
-        if not isinstance(key, str) or not _PARAM_NAME.match(key):
-            raise reader.error(f"parameter name {key!r} is not a valid identifier", "parameters")
-        if isinstance(value, Mapping | list):
-            raise reader.error("must be a string, number or boolean", f"parameters.{key}")
-        if isinstance(value, str):
-            for placeholder in _FIELD.findall(value):
-                if placeholder not in TEMPLATE_FIELDS:
-                    raise reader.error(
-                        f"uses unknown field {{{placeholder}}}; known: {', '.join(sorted(TEMPLATE_FIELDS))}",
-                        f"parameters.{key}",
-                    )
-        parameters[key] = value
-
-    labels_raw = reader.mapping("labels")
-    labels: dict[str, str] = {}
-    for key, value in labels_raw.items():
-        value = "" if value is None else str(value)
-        if not isinstance(key, str) or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
-            raise reader.error(
-                f"label {key!r}: {value!r} breaks Vertex label rules (lowercase, 63 chars)",
-                "labels",
-            )
-        labels[key] = value
-
-    display_name = reader.string("display_name", "{route}-{kind}")
-    for placeholder in _FIELD.findall(display_name):
-        if placeholder not in TEMPLATE_FIELDS:
-            raise reader.error(f"uses unknown field {{{placeholder}}}", "display_name")
-
-    data = None
-    if reader.get("data") not in (None, False, {}):
-        data = _data_rule(reader, reader.get("data"))
-    concurrency = reader.choice("concurrency", "allow", CONCURRENCY_POLICIES)
-    route = Route(
-        name=name,
-        template=template,
-        pipeline_root=pipeline_root.rstrip("/"),
-        parameters=MappingProxyType(parameters),
-        service_account=service_account,
-        display_name=display_name,
-        labels=MappingProxyType(labels),
-        network=reader.string("network"),
-        encryption_key=reader.string("encryption_key"),
-        data=data,
-        code=reader.boolean("code", False),
-        model=reader.boolean("model", False),
-        allowed_templates=reader.strings("allowed_templates"),
-        concurrency=concurrency,
-        writes=_writes(reader),
-        index=index,
-    )
-    reader.reject_unknown(
-        {
-            "name",
-            "template",
-            "pipeline_root",
-            "service_account",
-            "parameters",
-            "labels",
-            "display_name",
-            "network",
-            "encryption_key",
-            "data",
-            "code",
-            "model",
-            "allowed_templates",
-            "concurrency",
-            "writes",
-        }
-    )
-    if not (route.data or route.code or route.model):
-        raise reader.error("accepts no trigger: set data, code: true or model: true")
-    for prefix in route.allowed_templates:
-        problem = uri_problem(prefix)
-        if problem or not prefix.split("://", 1)[1].partition("/")[2].strip("/"):
-            raise reader.error(
-                f"{prefix!r} must be a gs:// or https:// prefix naming at least a bucket or host "
-                f"and a folder{f' ({problem})' if problem else ''}; it is matched on '/' "
-                "boundaries",
-                "allowed_templates",
-            )
-    return route
-
-
-def _writes(reader: _Reader) -> tuple[str, ...] | None:
-    """``writes``: the gs:// locations the pipeline writes to (the loop guard), or None (infer)."""
-    if reader.data.get("writes") is None:
-        reader.seen.add("writes")
-        return None
-    writes = reader.strings("writes")
-    for uri in writes:
-        problem = uri_problem(uri)
-        if problem or not uri.startswith("gs://"):
-            raise reader.error(
-                f"{uri!r} must be a gs://bucket[/folder] URI{f' ({problem})' if problem else ''}",
-                "writes",
-            )
-    return tuple(uri.rstrip("/") for uri in writes)
-
-
-def _data_rule(route: _Reader, raw: Any) -> DataRule:
-    reader = _Reader(route.source, f"{route.path}.data", raw)
-    bucket = reader.string("bucket", required=True)
-    if not BUCKET_NAME.match(bucket) or ".." in bucket:
-        raise reader.error(f"is not a valid bucket name: {bucket!r}", "bucket")
-    include = reader.strings("include", ("**",))
-    exclude = reader.strings("exclude")
-    for pattern in include + exclude:
-        if pattern.startswith("/") or len(pattern) > 1024:
-            raise reader.error(f"pattern {pattern!r} must be relative to the bucket", "include")
-    mode = reader.choice("mode", "object", DATA_MODES)
-    marker = reader.string("marker", "_SUCCESS")
-    if not marker or "/" in marker:
-        raise reader.error("must be a file name without '/'", "marker")
-    uri = reader.string("uri")
-    if uri and not uri.startswith("gs://"):
-        raise reader.error("must be a gs:// URI", "uri")
-    rule = DataRule(
-        bucket=bucket,
-        include=include,
-        exclude=exclude,
-        mode=mode,
-        marker=marker,
-        uri=uri,
-        min_size=reader.integer("min_size", 1, low=0, high=1 << 50),
-        quiet_seconds=reader.integer("quiet_seconds", 300, low=1, high=7 * 86400),
-        max_wait_seconds=reader.integer("max_wait_seconds", 3600, low=1, high=7 * 86400),
-    )
-    if rule.max_wait_seconds < rule.quiet_seconds:
-        raise reader.error("must be at least quiet_seconds", "max_wait_seconds")
-    reader.reject_unknown(
-        {
-            "bucket",
-            "include",
-            "exclude",
-            "mode",
-            "marker",
-            "uri",
-            "min_size",
-            "quiet_seconds",
-            "max_wait_seconds",
-        }
-    )
-    return rule

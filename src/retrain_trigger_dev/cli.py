@@ -1,8 +1,13 @@
-"""``retrain-trigger``: the command line over the same core the functions use.
+"""``retrain-trigger``: the command line over the same core the functions use (click).
 
-Every setting is both an environment variable and a global flag (``--config`` for
-``RETRAIN_CONFIG``, ``--project`` for ``GOOGLE_CLOUD_PROJECT``, ``--backend`` for
-``RETRAIN_BACKEND`` …); a flag wins over the environment.
+Every setting with a flag (``retrain_trigger.settings``) is one global option, declared once
+from that declaration with ``envvar=`` as functions-framework's ``_cli.py`` does: a flag wins over
+its variable. Options become overrides passed to the configuration loader; nothing is written
+into the environment. Shell completion:
+``eval "$(_RETRAIN_TRIGGER_COMPLETE=bash_source retrain-trigger)"`` (``zsh_source``,
+``fish_source``).
+
+Exit codes: 0 done, 1 a submission failed, 2 bad input or configuration.
 """
 
 from __future__ import annotations
@@ -11,43 +16,94 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from retrain_trigger import __version__
-from retrain_trigger.config import ENV_SETTINGS
+import click
+
+from retrain_trigger import __version__, settings
 from retrain_trigger.errors import ConfigError, RetrainError
 
-
-def _flag(env_name: str) -> str:
-    if env_name == "GOOGLE_CLOUD_PROJECT":
-        return "--project"
-    return "--" + env_name.removeprefix("RETRAIN_").lower().replace("_", "-")
+PROG = "retrain-trigger"
+OUTCOMES = ("submitted", "duplicate", "skipped", "rejected", "failed")
 
 
-def _add_settings(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("settings (each overrides its environment variable)")
-    for env_name, (_, meaning) in ENV_SETTINGS.items():
-        group.add_argument(
-            _flag(env_name), dest=f"env_{env_name}", metavar="VALUE", help=f"{meaning} [{env_name}]"
-        )
+@dataclass
+class Session:
+    """What the global options set: settings by variable name, for the configuration loader."""
+
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        """The environment as the options amend it (for what reads settings by name)."""
+        return {**os.environ, **self.overrides}
+
+    def config(self) -> Any:
+        from retrain_trigger.config import load_config
+
+        return load_config(overrides=self.overrides)
+
+    def service(self, check_remote: bool = False) -> Any:
+        """The Service over the configuration, installed as the process's (logs go to stderr)."""
+        from retrain_trigger.decisions import setup_logging
+        from retrain_trigger.service import Service, set_service
+
+        setup_logging(sys.stderr)
+        service = Service.from_config(self.config(), check_remote=check_remote)
+        set_service(service)
+        return service
 
 
-def _apply_settings(args: argparse.Namespace) -> None:
-    for env_name in ENV_SETTINGS:
-        value = getattr(args, f"env_{env_name}", None)
-        if value is not None:
-            os.environ[env_name] = value
+def _write(obj: Any, as_json: bool, text: Callable[[Any], str] = str) -> None:
+    sys.stdout.write((json.dumps(obj, indent=2, default=str) if as_json else text(obj)) + "\n")
 
 
-def _service(check_remote: bool = False) -> Any:
-    from retrain_trigger_dev.history import _service as load_service
+def _settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One global option per declared setting that has a flag."""
+    for setting in reversed(settings.GLOBAL_FLAGS):
+        kind: Any = click.Choice(setting.choices) if setting.choices else str
+        command = click.option(
+            setting.flag,
+            setting.name,
+            envvar=setting.name,
+            type=kind,
+            metavar="VALUE" if not setting.choices else None,
+            show_envvar=True,
+            help=settings_help(setting),
+        )(command)
+    return command
 
-    return load_service(check_remote)
+
+def settings_help(setting: settings.Setting) -> str:
+    overrides = f" (overrides {setting.field})" if setting.field else ""
+    return setting.meaning.replace("`", "") + overrides
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    service = _service(check_remote=args.remote)
+pass_session = click.make_pass_decorator(Session)
+
+
+@click.group(
+    name=PROG,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    help="Start exactly one Vertex AI pipeline run per change of data, code or base model.",
+)
+@click.version_option(__version__, prog_name=PROG)
+@_settings_options
+@click.pass_context
+def main_group(ctx: click.Context, **values: str | None) -> None:
+    ctx.obj = Session({name: value for name, value in values.items() if value is not None})
+
+
+# --------------------------------------------------------------------------- check, submit
+
+
+@main_group.command(help="Validate the configuration and every template it names.")
+@click.option("--remote", is_flag=True, help="also read gs:// and https:// templates")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_session
+def check(session: Session, remote: bool, as_json: bool) -> int:
+    service = session.service(check_remote=remote)
     config = service.config
     out: dict[str, Any] = {"config": config.source, "backend": config.backend, "routes": []}
     for route in config.routes:
@@ -62,9 +118,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         entry["loop_guard"] = [f"{uri} ({origin})" for uri, origin in route.written]
         out["routes"].append(entry)
     out["warnings"] = list(config.warnings)
-    _print(
+    _write(
         out,
-        args.json,
+        as_json,
         lambda o: "\n".join(
             [f"{o['config']}: valid ({o['backend']} backend)"]
             + [
@@ -78,10 +134,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    from retrain_trigger import events
+@main_group.command(help="Decide and submit one change, through the same core as the functions.")
+@click.option("--kind", type=click.Choice(["code", "model"]), help="code or model change")
+@click.option("--route", help="the route (default: the only one accepting the kind)")
+@click.option("--commit-sha", help="a code change's commit")
+@click.option("--image-uri", help="a code change's training image")
+@click.option("--build-id", help="the Cloud Build id")
+@click.option("--branch", help="the branch built")
+@click.option("--model-uri", help="a model change's base model")
+@click.option("--template", help="a template under the route's allowed_templates")
+@click.option("--gcs-uri", help="a data change: gs://bucket/object (needs --generation)")
+@click.option("--generation", help="the object's generation")
+@click.option("--size", default="1", show_default=True, help="the object's size in bytes")
+@click.option("--force", is_flag=True, help="run again even if this change already ran")
+@click.option("--nonce", help="what tells one forced rerun from the next (needed with --force)")
+@click.option("--dry-run", is_flag=True, help="print the RunRequest, submit nothing")
+@pass_session
+def submit(session: Session, **options: Any) -> int:
+    import dataclasses
 
-    service = _service()
+    from retrain_trigger import events
+    from retrain_trigger.decisions import decision_dict
+
+    args = argparse.Namespace(**options)
+    service = session.service()
     if args.gcs_uri:
         from retrain_trigger.gcs import split_uri
 
@@ -98,135 +174,237 @@ def cmd_submit(args: argparse.Namespace) -> int:
             resource, source="cli", event_type="OBJECT_FINALIZE"
         )
         if args.dry_run:
-            import dataclasses
-
             trigger = dataclasses.replace(trigger, dry_run=True)
     else:
         body = {
-            "kind": args.kind,
-            "route": args.route,
-            "commit_sha": args.commit_sha,
-            "image_uri": args.image_uri,
-            "build_id": args.build_id,
-            "branch": args.branch,
-            "model_uri": args.model_uri,
-            "template": args.template,
-            "force": args.force,
-            "nonce": args.nonce,
-            "dry_run": args.dry_run,
+            key: getattr(args, key)
+            for key in (
+                "kind",
+                "route",
+                "commit_sha",
+                "image_uri",
+                "build_id",
+                "branch",
+                "model_uri",
+                "template",
+                "force",
+                "nonce",
+                "dry_run",
+            )
         }
         trigger = events.decode_trigger_body(
             {k: v for k, v in body.items() if v not in (None, "", False)}, source="cli"
         )
     decision = service.handle(trigger)
-    from retrain_trigger.decisions import decision_dict
-
-    body = decision_dict(decision)
+    answer = decision_dict(decision)
     if decision.request is not None and args.dry_run:
-        body["request"] = decision.request.to_dict()
-    _print(body, True, str)
+        answer["request"] = decision.request.to_dict()
+    _write(answer, True)
     return 0 if decision.ok else (2 if decision.outcome == "rejected" else 1)
 
 
-def _print(obj: Any, as_json: bool, text: Any) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-    else:
-        sys.stdout.write(text(obj) + "\n")
+# --------------------------------------------------------------------------- tools
 
 
-def _delegate(module: str, argv_attr: str = "rest"):
-    def run(args: argparse.Namespace) -> int:
-        import importlib
+@main_group.command("sample-data", help="Write the digits data set as CSV shards (no download).")
+@click.argument("dest")
+@click.option("--shards", type=click.IntRange(1), default=4, show_default=True, help="shards")
+@click.option("--broken", is_flag=True, help="also write a shard that fails validation")
+def sample_data(dest: str, shards: int, broken: bool) -> int:
+    from retrain_trigger_dev import sampledata
 
-        main = importlib.import_module(module).main
-        return int(main(getattr(args, argv_attr)) or 0)
+    try:
+        written = sampledata.write_shards(dest, shards, broken=broken)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    for uri in written:
+        click.echo(uri)
+    return 0
 
-    return run
 
+@main_group.command(help="Build the deployable zip of each Cloud Function (content-hashed).")
+@click.option("--repo-root", default=".", show_default=True, help="repository root")
+@click.option("--dist", default="dist", show_default=True, help="output folder, under the root")
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    help="configuration to include as retrain.yaml, with its relative templates (default: the "
+    "global --config / RETRAIN_CONFIG)",
+)
+@click.option("--tfvars", default="", help="also write the zip paths as Terraform variables")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_session
+def package(
+    session: Session,
+    repo_root: str,
+    dist: str,
+    config_path: str | None,
+    tfvars: str,
+    as_json: bool,
+) -> int:
+    from retrain_trigger_dev import packaging
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="retrain-trigger",
-        description="Start exactly one Vertex AI pipeline run per change of data, code or base model.",
+    chosen = config_path or settings.value(session.env(), "RETRAIN_CONFIG")
+    args = argparse.Namespace(
+        repo_root=repo_root, dist=dist, config=chosen, tfvars=tfvars, json=as_json
     )
-    parser.add_argument("--version", action="version", version=f"retrain-trigger {__version__}")
-    _add_settings(parser)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    return packaging.run(args)
 
-    check = sub.add_parser("check", help="validate the configuration and the templates it names")
-    check.add_argument(
-        "--remote", action="store_true", help="also read gs:// and https:// templates"
-    )
-    check.add_argument("--json", action="store_true")
-    check.set_defaults(func=cmd_check)
 
-    submit = sub.add_parser("submit", help="decide and submit one change, as the functions would")
-    submit.add_argument("--kind", choices=["code", "model"], help="code or model change")
-    submit.add_argument("--route")
-    submit.add_argument("--commit-sha")
-    submit.add_argument("--image-uri")
-    submit.add_argument("--build-id")
-    submit.add_argument("--branch")
-    submit.add_argument("--model-uri")
-    submit.add_argument("--template", help="a template under the route's allowed_templates")
-    submit.add_argument("--gcs-uri", help="a data change: gs://bucket/object (needs --generation)")
-    submit.add_argument("--generation")
-    submit.add_argument("--size", default="1")
-    submit.add_argument(
-        "--force", action="store_true", help="run again even if this change already ran"
-    )
-    submit.add_argument("--nonce")
-    submit.add_argument(
-        "--dry-run", action="store_true", help="print the RunRequest, submit nothing"
-    )
-    submit.set_defaults(func=cmd_submit)
+# --------------------------------------------------------------------------- decision history
 
-    for name, module, text in (
-        (
-            "sample-data",
-            "retrain_trigger_dev.sampledata",
-            "write the digits data set as CSV shards",
+
+@main_group.command(help="Close due batch windows and start queued runs now.")
+@click.option("--route", default="", help="only this route")
+@click.option("--now", "force", is_flag=True, help="close every open window, due or not")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_session
+def flush(session: Session, route: str, force: bool, as_json: bool) -> int:
+    from retrain_trigger.decisions import decision_dict
+
+    decisions = session.service().flush(route=route, force=force)
+    body = {"flushed": [decision_dict(d) for d in decisions]}
+    _write(
+        body,
+        as_json,
+        lambda o: (
+            f"{len(o['flushed'])} window(s) or queued run(s) acted on"
+            + "".join(
+                f"\n  {d['decision']} {d.get('job_id') or ''} {d.get('reason') or ''}"
+                for d in o["flushed"]
+            )
         ),
-        ("package", "retrain_trigger_dev.packaging", "build the deployable function zips"),
-    ):
-        p = sub.add_parser(name, help=text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_delegate(module), passthrough=True)
+    )
+    return 1 if any(d.outcome == "failed" for d in decisions) else 0
 
-    try:
-        from retrain_trigger_dev.localstack.commands import add_commands
-    except ImportError:  # the local stack's extra dependencies are not installed
-        pass
-    else:
-        add_commands(sub)
-    try:
-        from retrain_trigger_dev.history import add_commands as add_history_commands
-    except ImportError:
-        pass
-    else:
-        add_history_commands(sub)
-    return parser
+
+@main_group.command(help="Explain what happened to one object (decision history).")
+@click.argument("uri")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="decisions")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_session
+def why(session: Session, uri: str, limit: int, as_json: bool) -> int:
+    from retrain_trigger_dev import history
+
+    report = history.explain(session.service(), uri, limit=limit)
+    _write(report, as_json, history.text_explain)
+    return 0
+
+
+@main_group.command(help="List recorded decisions.")
+@click.option("--since", default="1d", show_default=True, help="RFC 3339 time or an age: 15m, 2h")
+@click.option("--route", default="", help="only this route")
+@click.option("--outcome", type=click.Choice(OUTCOMES), help="only this outcome")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True, help="at most")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_session
+def decisions(
+    session: Session, since: str, route: str, outcome: str | None, limit: int, as_json: bool
+) -> int:
+    from retrain_trigger_dev import history
+
+    listed = history.list_decisions(
+        session.service(), since, route=route, outcome=outcome or "", limit=limit
+    )
+    _write(listed, as_json, history.text_decisions)
+    return 0
+
+
+# --------------------------------------------------------------------------- the local stack
+
+_STACK_DIR = ".local/stack"
+
+
+@main_group.command(help="Run the local stack (GCS, Pub/Sub, both functions, the worker).")
+@click.option(
+    "--port-base",
+    type=click.IntRange(0, 65532),
+    default=0,
+    metavar="PORT",
+    help="PORT (fake-gcs-server), PORT+1 (Pub/Sub), PORT+2 and PORT+3 (the functions)",
+)
+@click.option("--no-pubsub", is_flag=True, help="deliver events with a bucket poller")
+@click.option("--dir", default=_STACK_DIR, show_default=True, help="the stack's folder")
+@click.option("--poll-interval", type=float, default=1.0, show_default=True, help="seconds")
+@pass_session
+def up(session: Session, **options: Any) -> int:
+    from retrain_trigger_dev.localstack.commands import cmd_up
+
+    return cmd_up(argparse.Namespace(overrides=session.overrides, **options))
+
+
+@main_group.command(
+    help="Run the whole loop end to end on a fresh local stack, checking each step."
+)
+@click.option("--json", is_flag=True, help="print a machine-readable summary on stdout")
+@click.option("--no-pubsub", is_flag=True, help="use the bucket poller instead of Pub/Sub")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="give up after S")
+@click.option("--dir", default=None, help="keep the stack's files here (default: a temporary one)")
+@click.option("--port-base", type=click.IntRange(0, 65532), default=0, help="as for up")
+@pass_session
+def demo(session: Session, **options: Any) -> int:
+    from retrain_trigger_dev.localstack.commands import cmd_demo
+
+    return cmd_demo(argparse.Namespace(overrides=session.overrides, **options))
+
+
+@main_group.command(help="List the local backend's runs, or show one (from the ledger).")
+@click.argument("action", type=click.Choice(["list", "show"]), default="list")
+@click.argument("job_id", required=False)
+@click.option("--json", is_flag=True, help="print JSON")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="at most")
+@click.option("--route", default="", help="only this route")
+@click.option("--state", default="", help="only runs in this state (e.g. RUNNING)")
+@pass_session
+def runs(session: Session, **options: Any) -> int:
+    from retrain_trigger_dev.localstack.commands import cmd_runs
+
+    return cmd_runs(argparse.Namespace(overrides=session.overrides, **options))
+
+
+@main_group.command(help="Redeliver past events: seek a subscription, or backfill a bucket.")
+@click.option(
+    "--subscription", envvar="RETRAIN_SUBSCRIPTION", default="", show_envvar=True, help="to seek"
+)
+@click.option("--since", help="RFC 3339 time (2026-11-26T00:00Z) or an age (15m, 2h, 1d)")
+@click.option("--bucket", help="backfill: the bucket whose objects to announce again")
+@click.option("--prefix", default="", help="backfill: only objects under this prefix")
+@click.option(
+    "--topic", envvar="RETRAIN_TOPIC", default="", show_envvar=True, help="backfill topic"
+)
+@click.option(
+    "--project", "replay_project", default="", help="project of short names (default: the setting)"
+)
+@click.option("--dry-run", is_flag=True, help="backfill: print the runs that would start")
+@click.option("--json", is_flag=True, help="print JSON")
+@pass_session
+def replay(session: Session, **options: Any) -> int:
+    from retrain_trigger_dev.localstack.commands import cmd_replay
+
+    return cmd_replay(argparse.Namespace(overrides=session.overrides, **options))
+
+
+# --------------------------------------------------------------------------- entry point
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if getattr(args, "passthrough", False):
-        args.rest = [*args.rest, *extra]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    _apply_settings(args)
+    """The console script: runs one command and returns its exit status."""
     try:
-        return int(args.func(args) or 0)
-    except (ConfigError, RetrainError) as exc:
-        sys.stderr.write(f"retrain-trigger: {exc}\n")
+        status = main_group.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
+    except RetrainError as exc:
+        sys.stderr.write(f"{PROG}: {exc}\n")
         return 2
     except KeyboardInterrupt:
         return 130
+    return int(status or 0)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``retrain-trigger why``, ``decisions`` and ``flush``: the decision history, and batch windows.
+"""What ``retrain-trigger why`` and ``decisions`` read from the decision history, and say.
 
 Every Decision is recorded in the state store (SQLite locally, Firestore in production) for
 ``history.ttl_days``. ``why gs://bucket/object`` answers "why didn't my upload start a run?": each
@@ -8,25 +8,10 @@ became and that run's state now.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
-import sys
 from typing import Any
 
 from retrain_trigger.errors import ConfigError
-
-
-def _service(check_remote: bool = False) -> Any:
-    """The Service over the configuration, installed as the process's (logs go to stderr)."""
-    from retrain_trigger.config import load_config
-    from retrain_trigger.decisions import setup_logging
-    from retrain_trigger.service import Service, set_service
-
-    setup_logging(sys.stderr)
-    service = Service.from_config(load_config(), check_remote=check_remote)
-    set_service(service)
-    return service
 
 
 def _when(seconds: float) -> str:
@@ -97,19 +82,15 @@ def text_explain(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_why(args: argparse.Namespace) -> int:
-    report = explain(_service(), args.uri, limit=args.limit)
-    _out(report, args.json, text_explain)
-    return 0
-
-
-def cmd_decisions(args: argparse.Namespace) -> int:
+def list_decisions(
+    service: Any, since: str, *, route: str = "", outcome: str = "", limit: int = 100
+) -> dict[str, Any]:
+    """Recorded decisions since ``since`` (RFC 3339 or an age: ``15m``, ``2h``, ``1d``)."""
     from retrain_trigger_dev.replay import parse_since
 
-    service = _service()
-    since = parse_since(args.since).timestamp()
+    start = parse_since(since).timestamp()
     entries = service.store.list_decisions(
-        since, route=args.route or None, outcome=args.outcome or None, limit=args.limit
+        start, route=route or None, outcome=outcome or None, limit=limit
     )
     rows = [
         {
@@ -122,19 +103,18 @@ def cmd_decisions(args: argparse.Namespace) -> int:
         }
         for e in entries
     ]
-    _out(
-        {"since": _when(since), "decisions": rows},
-        args.json,
-        lambda o: "\n".join(
-            [f"{len(o['decisions'])} decision(s) since {o['since']}"]
-            + [
-                f"  {r['time']}  {r['decision']:<9} {r['route'] or '-':<12} {r['subject']}"
-                + (f"  ({r['reason']})" if r["reason"] else "")
-                for r in o["decisions"]
-            ]
-        ),
+    return {"since": _when(start), "decisions": rows}
+
+
+def text_decisions(listed: dict[str, Any]) -> str:
+    return "\n".join(
+        [f"{len(listed['decisions'])} decision(s) since {listed['since']}"]
+        + [
+            f"  {r['time']}  {r['decision']:<9} {r['route'] or '-':<12} {r['subject']}"
+            + (f"  ({r['reason']})" if r["reason"] else "")
+            for r in listed["decisions"]
+        ]
     )
-    return 0
 
 
 def _subject(entry: dict[str, Any]) -> str:
@@ -142,51 +122,3 @@ def _subject(entry: dict[str, Any]) -> str:
     if trigger.get("bucket") and trigger.get("object"):
         return f"gs://{trigger['bucket']}/{trigger['object']}#{trigger.get('generation', '')}"
     return str(entry.get("run_key") or entry.get("job_id") or trigger.get("kind") or "")
-
-
-def cmd_flush(args: argparse.Namespace) -> int:
-    from retrain_trigger.decisions import decision_dict
-
-    service = _service()
-    decisions = service.flush(route=args.route or "", force=args.now)
-    body = {"flushed": [decision_dict(d) for d in decisions]}
-    _out(
-        body,
-        args.json,
-        lambda o: (
-            f"{len(o['flushed'])} window(s) or queued run(s) acted on"
-            + "".join(
-                f"\n  {d['decision']} {d.get('job_id') or ''} {d.get('reason') or ''}"
-                for d in o["flushed"]
-            )
-        ),
-    )
-    return 1 if any(d.outcome == "failed" for d in decisions) else 0
-
-
-def _out(obj: Any, as_json: bool, text: Any) -> None:
-    sys.stdout.write((json.dumps(obj, indent=2, default=str) if as_json else text(obj)) + "\n")
-
-
-def add_commands(sub: Any) -> None:
-    why = sub.add_parser("why", help="explain what happened to one object (decision history)")
-    why.add_argument("uri", help="gs://bucket/object")
-    why.add_argument("--limit", type=int, default=20)
-    why.add_argument("--json", action="store_true")
-    why.set_defaults(func=cmd_why)
-
-    decisions = sub.add_parser("decisions", help="list recorded decisions")
-    decisions.add_argument("--since", default="1d", help="RFC 3339 time or an age (15m, 2h, 1d)")
-    decisions.add_argument("--route")
-    decisions.add_argument(
-        "--outcome", choices=["submitted", "duplicate", "skipped", "rejected", "failed"]
-    )
-    decisions.add_argument("--limit", type=int, default=100)
-    decisions.add_argument("--json", action="store_true")
-    decisions.set_defaults(func=cmd_decisions)
-
-    flush = sub.add_parser("flush", help="close due batch windows and start queued runs now")
-    flush.add_argument("--route")
-    flush.add_argument("--now", action="store_true", help="close every open window, due or not")
-    flush.add_argument("--json", action="store_true")
-    flush.set_defaults(func=cmd_flush)

@@ -309,3 +309,28 @@ def test_the_unpacked_source_imports_on_its_own(
     )
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).resolve().is_relative_to(tmp_path.resolve())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["package", "--config", "{config}"],  # failed before: the global --config took it
+        ["package", "--config={config}"],
+        ["--config", "{config}", "package"],
+    ],
+)
+def test_retrain_trigger_package_takes_the_configuration_every_way(
+    tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from retrain_trigger_dev import cli
+
+    config = _write_config(tmp_path / "config", str(MINIMAL_PIPELINE.relative_to(REPO)))
+    shutil.copy(MINIMAL_PIPELINE, config.parent / MINIMAL_PIPELINE.name)
+    config.write_text(
+        config.read_text().replace(str(MINIMAL_PIPELINE.relative_to(REPO)), MINIMAL_PIPELINE.name)
+    )
+    args = [a.format(config=config) for a in argv]
+    dist = tmp_path / "dist"
+    assert cli.main([*args, "--repo-root", str(REPO), "--dist", str(dist), "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert "retrain.yaml" in _names(Path(built["function_gcs"]))

@@ -350,3 +350,77 @@ routes:
         "route m: data under gs://bkt/data/out/ never triggers: it lies under gs://bkt/data/out "
         "(writes of route m), which the loop guard skips",
     )
+
+
+def test_unknown_fields_get_a_did_you_mean_hint():
+    text = "project: p-123\nrouets: []\nroutes: [{name: m, template: t.yaml, pipeline_root: gs://b/r, code: true}]\n"
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, source="retrain.yaml", env={})
+    assert str(refused.value).startswith(
+        "retrain.yaml: (top level): unknown field(s) rouets (did you mean routes?); known: "
+    )
+    churn = "project: p-123\nroutes: [{name: churn, template: t.yaml, pipeline_root: gs://b/r, data: {bucket: bkt, inclde: [a]}}]\n"
+    with pytest.raises(
+        ConfigError,
+        match=r"routes\[0\] \(churn\)\.data: unknown field\(s\) inclde \(did you mean include\?\)",
+    ):
+        parse_config(churn, env={})
+
+
+def test_one_field_notation_down_to_list_items():
+    text = "project: p-123\nroutes: [{name: churn, template: t.yaml, pipeline_root: gs://b/r, data: {bucket: bkt, include: [a, 5]}}]\n"
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, source="retrain.yaml", env={})
+    assert refused.value.source == "retrain.yaml"
+    assert refused.value.field == "routes[0] (churn).data.include[1]"
+    assert refused.value.message == "must be a string, got int"
+
+
+def test_environment_values_meet_the_same_bounds_as_the_file(config_text):
+    """Before, RETRAIN_MAX_BODY_BYTES=5 or RETRAIN_LOCAL_CONCURRENCY=1000 skipped the bounds the
+    file's fields have: every request would have been too large, or 1000 runs at once."""
+    with pytest.raises(
+        ConfigError,
+        match=r"limits\.max_body_bytes: must be between 1024 and 33554432, got 5 \(from RETRAIN_MAX_BODY_BYTES\)",
+    ):
+        parse_config(config_text, env={"RETRAIN_MAX_BODY_BYTES": "5"})
+    with pytest.raises(
+        ConfigError, match=r"local\.concurrency: must be between 1 and 64, got 1000"
+    ):
+        parse_config(config_text, env={"RETRAIN_LOCAL_CONCURRENCY": "1000"})
+
+
+def test_overrides_win_over_the_environment(write_config, config_text):
+    path = write_config(config_text)
+    env = {"RETRAIN_REGION": "europe-west4", "RETRAIN_CONFIG": "/nowhere.yaml"}
+    config = load_config(
+        env=env, overrides={"RETRAIN_REGION": "asia-east1", "RETRAIN_CONFIG": str(path)}
+    )
+    assert config.region == "asia-east1" and config.source == str(path)
+
+
+def test_the_published_json_schema_is_up_to_date():
+    """retrain.schema.json is generated: python -m retrain_trigger.schema > retrain.schema.json"""
+    import json
+
+    from retrain_trigger.schema import json_schema
+    from tests.conftest import REPO
+
+    published = json.loads((REPO / "retrain.schema.json").read_text())
+    assert published == json.loads(json.dumps(json_schema()))
+
+
+def test_the_json_schema_accepts_the_documented_examples():
+    """Editors validate retrain.yaml with it: the repository's own files pass, a typo does not."""
+    import json
+
+    import jsonschema
+    import yaml
+
+    from tests.conftest import REPO
+
+    schema = json.loads((REPO / "retrain.schema.json").read_text())
+    for path in (REPO / "examples" / "churn" / "retrain.yaml",):
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError, match="rouets"):
+        jsonschema.validate({"project": "p", "rouets": [], "routes": [{}]}, schema)

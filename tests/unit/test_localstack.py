@@ -654,23 +654,19 @@ def test_log_follower_returns_only_complete_new_lines(tmp_path: Path) -> None:
 
 
 def test_add_commands_registers_the_four_commands() -> None:
-    from retrain_trigger_dev.localstack.commands import (
-        add_commands,
-        cmd_demo,
-        cmd_replay,
-        cmd_runs,
-        cmd_up,
-    )
+    from retrain_trigger_dev.cli import main_group
 
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers(dest="command"))
+    def parse(*argv: str) -> dict[str, Any]:
+        command = main_group.commands[argv[0]]
+        return command.make_context(argv[0], list(argv[1:]), parent=None).params
 
-    assert parser.parse_args(["up", "--no-pubsub", "--port-base", "9000"]).func is cmd_up
-    assert parser.parse_args(["demo", "--json", "--timeout", "60"]).func is cmd_demo
-    assert parser.parse_args(["runs", "show", "job-1"]).job_id == "job-1"
-    assert parser.parse_args(["runs"]).func is cmd_runs
-    args = parser.parse_args(["replay", "--bucket", "b", "--prefix", "data/", "--dry-run"])
-    assert args.func is cmd_replay and args.dry_run
+    assert parse("up", "--no-pubsub", "--port-base", "9000")["no_pubsub"]
+    assert parse("up", "--no-pubsub", "--port-base", "9000")["port_base"] == 9000
+    assert parse("demo", "--json", "--timeout", "60")["timeout"] == 60.0
+    assert parse("runs", "show", "job-1")["job_id"] == "job-1"
+    assert parse("runs")["action"] == "list"
+    args = parse("replay", "--bucket", "b", "--prefix", "data/", "--dry-run")
+    assert args["bucket"] == "b" and args["dry_run"]
 
 
 def test_monitor_formats_decisions_and_runs() -> None:

@@ -1,7 +1,8 @@
 """The local stack's commands: ``up``, ``demo``, ``runs`` and ``replay``.
 
-:func:`add_commands` registers them on the CLI's subparsers; each handler takes the parsed
-arguments (and optionally the streams to write to) and returns the exit status.
+The command line (``retrain_trigger_dev.cli``) declares their options; each handler here takes
+them as attributes of ``args`` (with ``overrides``: the global options' settings, by variable
+name), optionally the streams to write to, and returns the exit status.
 """
 
 from __future__ import annotations
@@ -17,95 +18,6 @@ from typing import IO, Any
 from retrain_trigger_dev.localstack.supervisor import write_line
 
 DEFAULT_STACK_DIR = ".local/stack"
-
-
-def add_commands(subparsers: Any) -> None:
-    """Registers ``up``, ``demo``, ``runs`` and ``replay`` (``func`` is each one's handler)."""
-    up = subparsers.add_parser(
-        "up",
-        help="run the local stack (GCS, Pub/Sub, both functions, the pipeline worker) until Ctrl-C",
-        description="Start fake-gcs-server, the Pub/Sub emulator (or a bucket poller), both "
-        "functions under functions-framework and the local pipeline worker; print the URLs and "
-        "the environment a client needs; show each decision and run state change until Ctrl-C "
-        "or SIGTERM, then stop every child process.",
-    )
-    up.add_argument("--port-base", type=int, default=0, metavar="PORT",
-                    help="use PORT (fake-gcs-server), PORT+1 (Pub/Sub), PORT+2 (function_gcs) and "
-                    "PORT+3 (function_http) instead of free ports")  # fmt: skip
-    up.add_argument("--no-pubsub", action="store_true",
-                    help="deliver Eventarc-style events with a bucket poller instead of the Pub/Sub emulator")  # fmt: skip
-    up.add_argument("--dir", default=DEFAULT_STACK_DIR,
-                    help=f"folder of the stack's configuration, logs, state and bucket (default {DEFAULT_STACK_DIR})")  # fmt: skip
-    up.add_argument("--poll-interval", type=float, default=1.0, metavar="S",
-                    help="seconds between bucket listings in poller mode (default 1)")  # fmt: skip
-    up.set_defaults(func=cmd_up)
-
-    demo = subparsers.add_parser(
-        "demo",
-        help="run the whole loop end to end on a fresh local stack and check every step",
-        description="Start a fresh local stack; write digit shards (data change), wait for the run, "
-        "show the champion; POST a code change, wait for its run; redeliver an event (duplicate); "
-        "replay the subscription by seek (no new run); stop. Exits 1 if any step did not happen.",
-    )
-    demo.add_argument(
-        "--json", action="store_true", help="print a machine-readable summary on stdout"
-    )
-    demo.add_argument(
-        "--no-pubsub",
-        action="store_true",
-        help="use the bucket poller instead of the Pub/Sub emulator",
-    )
-    demo.add_argument(
-        "--timeout",
-        type=float,
-        default=600.0,
-        metavar="S",
-        help="give up after S seconds (default 600)",
-    )
-    demo.add_argument(
-        "--dir", default=None, help="keep the stack's files here (default: a temporary folder)"
-    )
-    demo.add_argument("--port-base", type=int, default=0, metavar="PORT", help="as for up")
-    demo.set_defaults(func=cmd_demo)
-
-    runs = subparsers.add_parser(
-        "runs",
-        help="list the local backend's runs, or show one (from the ledger)",
-        description="Read the local ledger (<state_dir>/runs.sqlite3; state_dir from the "
-        f"configuration, RETRAIN_STATE_DIR, or {DEFAULT_STACK_DIR}/state).",
-    )
-    runs.add_argument("action", nargs="?", choices=["list", "show"], default="list")
-    runs.add_argument("job_id", nargs="?", help="the run to show")
-    runs.add_argument("--json", action="store_true")
-    runs.add_argument("--limit", type=int, default=20)
-    runs.add_argument("--route", default="")
-    runs.add_argument("--state", default="", help="only runs in this state (e.g. RUNNING)")
-    runs.set_defaults(func=cmd_runs)
-
-    replay = subparsers.add_parser(
-        "replay",
-        help="redeliver past events: seek a Pub/Sub subscription, or backfill a bucket",
-        description="Seek a subscription (--subscription S --since TIME), or publish one GCS "
-        "notification per existing object (--bucket B [--prefix P] --topic T). Both are safe to "
-        "repeat: each event maps to the run key of its object version. --dry-run shows the runs "
-        "a backfill would start, decided by the same rules.",
-    )
-    replay.add_argument("--subscription", default=os.environ.get("RETRAIN_SUBSCRIPTION", ""),
-                        help="subscription name or projects/P/subscriptions/S [RETRAIN_SUBSCRIPTION]")  # fmt: skip
-    replay.add_argument("--since", help="RFC 3339 time (2026-11-26T00:00Z) or age (15m, 2h, 1d)")
-    replay.add_argument("--bucket", help="backfill: the bucket whose objects to announce again")
-    replay.add_argument("--prefix", default="", help="backfill: only objects under this prefix")
-    replay.add_argument("--topic", default=os.environ.get("RETRAIN_TOPIC", ""),
-                        help="backfill: topic name or projects/P/topics/T [RETRAIN_TOPIC]")  # fmt: skip
-    replay.add_argument("--project", dest="replay_project", default="", metavar="PROJECT",
-                        help="project of short topic/subscription names (default: GOOGLE_CLOUD_PROJECT)")  # fmt: skip
-    replay.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="backfill: print the runs that would start; publish nothing",
-    )
-    replay.add_argument("--json", action="store_true")
-    replay.set_defaults(func=cmd_replay)
 
 
 # --------------------------------------------------------------------------- up
@@ -254,6 +166,7 @@ def cmd_up(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         pubsub=False if args.no_pubsub else None,
         poll_interval=args.poll_interval,
         persist=True,
+        settings=_overrides(args),
     )
     status = 0
     with terminate_on_signals():
@@ -302,6 +215,7 @@ def cmd_demo(
         timeout=args.timeout,
         root=args.dir,
         port_base=args.port_base,
+        settings=_overrides(args),
     )
     return 0 if result.ok else 1
 
@@ -309,17 +223,22 @@ def cmd_demo(
 # --------------------------------------------------------------------------- runs
 
 
-def _state_dir() -> str:
+def _overrides(args: Any) -> dict[str, str]:
+    """The global options' settings (by variable name) the command was given."""
+    return dict(getattr(args, "overrides", None) or {})
+
+
+def _state_dir(overrides: dict[str, str]) -> str:
+    from retrain_trigger import settings
     from retrain_trigger.config import load_config
     from retrain_trigger.errors import ConfigError
 
     try:
-        return load_config().state_dir
+        return load_config(overrides=overrides).state_dir
     except ConfigError:
         pass
-    if os.environ.get("RETRAIN_STATE_DIR"):
-        return os.environ["RETRAIN_STATE_DIR"]
-    return os.path.join(DEFAULT_STACK_DIR, "state")
+    env = {**os.environ, **overrides}
+    return settings.value(env, "RETRAIN_STATE_DIR") or os.path.join(DEFAULT_STACK_DIR, "state")
 
 
 def _duration(record: Any) -> float | None:
@@ -361,7 +280,7 @@ def cmd_runs(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     from retrain_trigger_dev.local.ledger import Ledger, ledger_path
 
     out = out or sys.stdout
-    state_dir = _state_dir()
+    state_dir = _state_dir(_overrides(args))
     if not os.path.exists(ledger_path(state_dir)):
         write_line(out, f"no runs yet: {ledger_path(state_dir)} does not exist")
         return 0 if args.action == "list" else 1
@@ -441,7 +360,7 @@ def cmd_replay(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     from retrain_trigger_dev import replay
 
     out = out or sys.stdout
-    project = args.replay_project or replay.default_project()
+    project = args.replay_project or replay.default_project({**os.environ, **_overrides(args)})
     if args.bucket:
         return _backfill(args, out, project)
     if not args.subscription or not args.since:
@@ -472,7 +391,7 @@ def _backfill(args: argparse.Namespace, out: IO[str], project: str) -> int:
     if args.dry_run:
         from retrain_trigger.config import load_config
 
-        planned = replay.plan_backfill(load_config(), messages)
+        planned = replay.plan_backfill(load_config(overrides=_overrides(args)), messages)
         if args.json:
             write_line(out, json.dumps([p.to_dict() for p in planned], indent=2, default=str))
             return 0

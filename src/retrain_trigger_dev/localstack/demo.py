@@ -33,7 +33,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -179,8 +179,10 @@ class Demo:
         root: str | None = None,
         port_base: int = 0,
         tty: bool | None = None,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.out = out
+        self.settings = dict(settings or {})
         self.pubsub = pubsub
         self.timeout = timeout
         self.root = root
@@ -299,7 +301,9 @@ class Demo:
         self.started = time.monotonic()
         self.deadline = self.started + self.timeout
         self.started_at = dt.datetime.now(dt.UTC)
-        stack = Stack(self.root, pubsub=self.pubsub, port_base=self.port_base)
+        stack = Stack(
+            self.root, pubsub=self.pubsub, port_base=self.port_base, settings=self.settings
+        )
         try:
             self._run_steps(stack)
         finally:
@@ -715,6 +719,7 @@ def run_demo(
     timeout: float = DEFAULT_TIMEOUT,
     root: str | None = None,
     port_base: int = 0,
+    settings: Mapping[str, str] | None = None,
 ) -> DemoResult:
     """Runs the demo, narrating on ``out``; with ``json_out``, writes the summary there as JSON.
 
@@ -723,7 +728,9 @@ def run_demo(
     """
     own = root is None
     folder = root or tempfile.mkdtemp(prefix="retrain-demo-")
-    demo = Demo(out, pubsub=pubsub, timeout=timeout, root=folder, port_base=port_base)
+    demo = Demo(
+        out, pubsub=pubsub, timeout=timeout, root=folder, port_base=port_base, settings=settings
+    )
     with terminate_on_signals():
         result = demo.run()
     keep = not result.ok or not own

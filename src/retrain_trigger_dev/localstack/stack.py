@@ -240,6 +240,7 @@ class Stack:
         worker: bool = True,
         persist: bool = False,
         ready_timeout: float = 60.0,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if root is None:
@@ -259,6 +260,9 @@ class Stack:
         self.run_worker = worker
         self.persist = persist
         self.ready_timeout = ready_timeout
+        # Settings given on the command line (by variable name): the children get them too,
+        # under the stack's own (its configuration, backend, auth and state folder).
+        self.settings = dict(settings or {})
         self.ports: Ports | None = None
         self.mode = ""
         self.supervisor: Supervisor | None = None
@@ -436,6 +440,7 @@ class Stack:
 
     def _child_env(self, extra: Mapping[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+        env.update({k: v for k, v in self.settings.items() if k not in _SCRUBBED_ENV})
         env.update(
             {
                 "RETRAIN_CONFIG": str(self.config_path),
