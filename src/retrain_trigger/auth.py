@@ -58,6 +58,9 @@ Missing, malformed, wrong or expired credentials raise ``Unauthenticated`` (401)
 who is not allowed raises ``Forbidden`` (403). Messages never contain a token or a secret.
 google-auth is imported only when an ID token is verified. Every check of time reads the
 ``clock`` passed to :func:`authenticate` (``time.time`` by default), so tests control it.
+
+(Above ~400 lines on purpose: one security boundary, read top to bottom with the platform behaviour
+it relies on; split, each mode's reasoning would lose the front-end rules it depends on.)
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ the file, the field (one notation: ``routes[0] (churn).data.include[1]``) and th
 environment's values, every field but the routes (declared), what those fields mean together,
 then each route (declared, then what its fields mean together), then the routes together (names,
 the loop guard, what Cloud Run cannot do).
+
+(Above ~400 lines on purpose: the frozen objects the rest of the core reads and the checks that
+build them from the declared file, kept together so each field's meaning is read where it is made.)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -24,6 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from retrain_trigger import loopguard
 from retrain_trigger.errors import ConfigError
 from retrain_trigger.events import uri_problem
 
@@ -86,7 +89,7 @@ class DataRule:
         """The route's dataset: ``uri`` when set, else the literal prefix of the first include."""
         if self.uri:
             return self.uri
-        return f"gs://{self.bucket}/{literal_prefix(self.include[0])}"
+        return f"gs://{self.bucket}/{loopguard.literal_prefix(self.include[0])}"
 
 
 @dataclass(frozen=True)
@@ -159,26 +162,6 @@ class Config:
             if route.name == name:
                 return route
         return None
-
-
-def under(uri: str, location: str) -> bool:
-    """Whether ``uri`` is ``location`` or lies below it, on ``/`` boundaries:
-    ``gs://b/models/v1`` is under ``gs://b/models``, ``gs://b/models-old/v1`` is not."""
-    base = location.rstrip("/")
-    return bool(base) and (uri == base or uri.startswith(base + "/"))
-
-
-def literal_prefix(pattern: str) -> str:
-    """The part of a glob before its first wildcard, cut back to the last ``/``."""
-    cut = len(pattern)
-    for char in "*?[":
-        pos = pattern.find(char)
-        if pos != -1:
-            cut = min(cut, pos)
-    prefix = pattern[:cut]
-    if cut < len(pattern):
-        prefix = prefix[: prefix.rfind("/") + 1]
-    return prefix
 
 
 def load_config(
@@ -316,7 +299,7 @@ class _Loader:
         for name in names:
             if names.count(name) > 1:
                 raise self.error(f"route name {name!r} is used twice", "routes")
-        routes, warnings = _loop_guard(self.source, routes)
+        routes, warnings = loopguard.written_locations(self.source, routes)
         _refuse_local_store_on_cloud_run(self.source, spec.store, routes, self.env)
         enabled = spec.history.enabled
         return Config(
@@ -520,79 +503,3 @@ def _refuse_local_store_on_cloud_run(
             source=source,
             field="store",
         )
-
-
-def _loop_guard(
-    source: str, routes: tuple[Route, ...]
-) -> tuple[tuple[Route, ...], tuple[str, ...]]:
-    """Each route with ``written`` filled in, and warnings about data globs that see them.
-
-    Without ``writes``, every fixed ``gs://`` parameter counts as written by the pipeline (a
-    model registry, an export folder ...) unless it names a data source: a route's dataset or
-    a folder holding one. A route's data may never lie wholly under a written location.
-    """
-    sources = [loc for route in routes for loc in _data_locations(route)]
-    warnings: list[str] = []
-    out = []
-    for route in routes:
-        written: list[tuple[str, str]] = []
-        if route.pipeline_root.startswith("gs://"):
-            written.append((route.pipeline_root, "pipeline_root"))
-        if route.writes is not None:
-            written += [(uri, "writes") for uri in route.writes]
-        else:
-            for name, value in route.parameters.items():
-                if not isinstance(value, str) or not value.startswith("gs://") or "{" in value:
-                    continue
-                if any(under(loc, value) for loc in sources):
-                    warnings.append(
-                        f"route {route.name}: parameter {name} ({value}) holds a data source, so "
-                        "it is not counted as written by the pipeline; if the pipeline writes "
-                        "below it, list those folders under writes"
-                    )
-                    continue
-                written.append((value, f"parameter {name}"))
-        out.append(dataclasses.replace(route, written=tuple(dict.fromkeys(written))))
-    for route in out:
-        locations = _data_locations(route, includes_only=True)
-        if not locations:
-            continue
-        dead = 0
-        for location in locations:
-            covering = ""
-            for other in out:
-                for uri, origin in other.written:
-                    what = f"{uri} ({origin} of route {other.name})"
-                    if under(location, uri):
-                        covering = covering or what
-                    elif under(uri, location):
-                        warnings.append(
-                            f"route {route.name}: its data globs can see {what}; objects there "
-                            "never trigger (loop guard)"
-                        )
-            if covering:
-                dead += 1
-                warnings.append(
-                    f"route {route.name}: data under {location} never triggers: it lies under "
-                    f"{covering}, which the loop guard skips"
-                )
-        if dead == len(locations):
-            raise ConfigError(
-                "every object this route's data rule matches lies under a location its pipeline "
-                "or another route's writes (see the loop guard in the README); move the data, "
-                "or set writes to the folders the pipeline really writes",
-                source=source,
-                field=f"{route.where}.data",
-            )
-    return tuple(out), tuple(dict.fromkeys(warnings))
-
-
-def _data_locations(route: Route, *, includes_only: bool = False) -> list[str]:
-    """``gs://`` prefixes a route's data comes from: each include's literal prefix (and ``uri``)."""
-    if route.data is None:
-        return []
-    rule = route.data
-    locations = [f"gs://{rule.bucket}/{literal_prefix(p)}" for p in rule.include]
-    if rule.uri and not includes_only:
-        locations.append(rule.uri)
-    return locations

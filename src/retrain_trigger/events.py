@@ -31,6 +31,9 @@ follows a published one:
 Trust: the event entry point takes data events (GCS notifications, Eventarc storage events) from
 any topic it is wired to, Cloud Build status messages only from the configured Cloud Build topic,
 and never a JSON trigger body (code and model changes go to the authenticated HTTP function).
+
+(Above ~400 lines on purpose: this is the one place untrusted input is read; every field's check
+sits next to the published limit it follows, so the whole boundary can be reviewed in one file.)
 """
 
 from __future__ import annotations

@@ -20,10 +20,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from retrain_trigger.config import Config, Route, under
+from retrain_trigger.config import Config, Route
 from retrain_trigger.constants import COMMIT_LABEL, KEY_LABEL, KIND_LABEL, MAX_JOB_ID, ROUTE_LABEL
 from retrain_trigger.errors import Forbidden, Unprocessable
 from retrain_trigger.events import uri_problem
+from retrain_trigger.loopguard import skip_reason, under
 from retrain_trigger.model import Kind, RunRequest, Trigger
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ TEMPORARY_SUFFIXES = (
 TEMPORARY_SEGMENTS = ("_temporary", ".staging", "_tmp")
 TEMPORARY_PREFIXES = ("gcloud/tmp/", "gsutil/tmp/")
 
-# Objects carrying this metadata key were written by a pipeline run (the loop guard).
-GENERATED_METADATA_KEYS = ("retrain-trigger-run", "kfp-run-id")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -155,27 +154,6 @@ def render(template: str, fields: dict[str, str]) -> str:
 # --------------------------------------------------------------------------- data rules
 
 
-def loop_guard(config: Config, trigger: Trigger) -> str:
-    """The reason this object must not trigger (written by a pipeline), or ``""``.
-
-    Covers every ``gs://`` location any route's pipeline writes to (``Route.written``: the
-    pipeline root, ``writes``, and fixed ``gs://`` parameters that are not a data source), matched
-    on path boundaries, then ``ignore_prefixes`` and the metadata pipelines stamp on outputs.
-    """
-    uri = trigger.gcs_uri
-    for route in config.routes:
-        for location, origin in route.written:
-            if under(uri, location):
-                return f"loop guard: {uri} is under {location} ({origin} of route {route.name})"
-    for prefix in config.ignore_prefixes:
-        if uri.startswith(prefix):
-            return f"loop guard: {uri} is under ignored prefix {prefix}"
-    for key in GENERATED_METADATA_KEYS:
-        if key in trigger.metadata:
-            return f"loop guard: object was written by a pipeline run (metadata {key})"
-    return ""
-
-
 def temporary_reason(name: str) -> str:
     if name.endswith("/"):
         return "folder placeholder"
@@ -211,7 +189,7 @@ def _plan_data(
         return Skip(
             f"{trigger.event_type or 'event'} is not an object finalize; only new objects trigger"
         )
-    if reason := loop_guard(config, trigger):
+    if reason := skip_reason(config, trigger):
         return Skip(reason)
     if reason := temporary_reason(trigger.object):
         return Skip(f"{reason}: {uri}")

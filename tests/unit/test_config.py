@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from retrain_trigger.config import literal_prefix, load_config, parse_config
+from retrain_trigger.config import load_config, parse_config
 from retrain_trigger.errors import ConfigError
+from retrain_trigger.loopguard import literal_prefix
 
 
 def test_the_documented_shape_is_accepted(write_config, config_text):

@@ -1,5 +1,9 @@
 """The Vertex AI Pipelines backend, on ``google.cloud.aiplatform_v1``'s PipelineServiceClient.
 
+(Above ~400 lines on purpose: the client's error semantics (409 duplicate, ABORTED, deadlines)
+and the request body it sends are one contract with the service; split, each half would need the
+other to be read. The retry policy is its own module, :mod:`retrain_trigger.retry`.)
+
 Importing this module is cheap: ``google.cloud.aiplatform_v1`` (about 0.7 s), ``google.api_core``
 and ``requests`` are imported on first use, and each backend creates its client once, lazily,
 behind a lock. The client uses the REST transport, the one the tests drive against the fake
@@ -53,9 +57,9 @@ from retrain_trigger.backends.base import JobStatus
 from retrain_trigger.constants import JOB_ID, KEY_LABEL, ROUTE_LABEL
 from retrain_trigger.errors import BackendRefused, BackendUnavailable, SubmitError, TemplateError
 from retrain_trigger.model import RunHandle
+from retrain_trigger.retry import retry_policy, retryable_types, rpc_status
 
 if TYPE_CHECKING:
-    from google.api_core.retry import Retry
     from google.auth.credentials import Credentials
     from google.cloud.aiplatform_v1 import PipelineJob, PipelineServiceClient
 
@@ -63,14 +67,10 @@ if TYPE_CHECKING:
     from retrain_trigger.model import RunRequest
     from retrain_trigger.spec import PipelineTemplate
 
-__all__ = ["VertexBackend", "retry_policy"]
+__all__ = ["VertexBackend"]
 
 log = logging.getLogger(__name__)
 
-# Backoff of the retry policy (seconds): 0.5, 1, 2, 4, 8, 8 ... each with full jitter.
-INITIAL_BACKOFF = 0.5
-MAXIMUM_BACKOFF = 8.0
-BACKOFF_MULTIPLIER = 2.0
 # Job ids an instance remembers having created or seen exist (a few hundred KiB at most).
 KNOWN_JOBS = 4096
 # The longest a single HTTP attempt may take; the overall deadline bounds it further.
@@ -83,74 +83,6 @@ MAX_PAGE_SIZE = 100
 _STATE_PREFIX = "PIPELINE_STATE_"
 
 T = TypeVar("T")
-
-
-# -- the retry policy --------------------------------------------------------------------------
-
-
-def _retryable_types() -> tuple[type[Exception], ...]:
-    import requests
-    from google.api_core import exceptions as gexc
-    from google.auth import exceptions as auth_exc
-
-    return (
-        gexc.TooManyRequests,  # 429 (ResourceExhausted on gRPC)
-        gexc.InternalServerError,  # 500
-        gexc.BadGateway,  # 502
-        gexc.ServiceUnavailable,  # 503 (Unavailable on gRPC)
-        gexc.GatewayTimeout,  # 504 (DeadlineExceeded on gRPC)
-        requests.exceptions.ConnectionError,  # refused, reset, DNS
-        requests.exceptions.Timeout,  # includes ReadTimeout
-        requests.exceptions.ChunkedEncodingError,  # connection broken mid-answer
-        ConnectionError,
-        auth_exc.TransportError,  # refreshing the access token failed on the network
-    )
-
-
-def _rpc_status(exc: BaseException) -> str:
-    """The google.rpc.Code name of an API error (``ALREADY_EXISTS``, ``ABORTED`` ...), or ""."""
-    grpc_code = getattr(exc, "grpc_status_code", None)
-    if grpc_code is not None:
-        return str(getattr(grpc_code, "name", grpc_code))
-    response = getattr(exc, "response", None)
-    try:
-        payload = response.json() if response is not None else None
-    except ValueError:
-        return ""
-    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-        return str(payload["error"].get("status", ""))
-    return ""
-
-
-def _is_aborted(exc: BaseException) -> bool:
-    from google.api_core import exceptions as gexc
-
-    return isinstance(exc, gexc.Conflict) and (
-        isinstance(exc, gexc.Aborted) or _rpc_status(exc) == "ABORTED"
-    )
-
-
-def retry_policy(deadline: float, on_error: Callable[[BaseException], None] | None = None) -> Retry:
-    """The retry policy of every Vertex call: transient errors only, within ``deadline`` seconds.
-
-    ``google.api_core.retry.Retry`` sleeps ``uniform(0, backoff)`` between attempts (full
-    jitter) and gives up, raising ``RetryError``, when the next sleep would pass the deadline.
-    """
-    from google.api_core.retry import Retry, if_exception_type
-
-    is_transient = if_exception_type(*_retryable_types())
-
-    def predicate(exc: Exception) -> bool:
-        return is_transient(exc) or _is_aborted(exc)
-
-    return Retry(
-        predicate=predicate,
-        initial=INITIAL_BACKOFF,
-        maximum=MAXIMUM_BACKOFF,
-        multiplier=BACKOFF_MULTIPLIER,
-        timeout=max(deadline, 0.0),
-        on_error=on_error,
-    )
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -180,7 +112,7 @@ def _describe(exc: BaseException | None) -> str:
         return "no answer"
     code = getattr(exc, "code", None)
     if isinstance(code, int):
-        status = _rpc_status(exc)
+        status = rpc_status(exc)
         return f"{code}{' ' + status if status else ''}: {_api_message(exc)}"
     name = type(exc).__name__
     text = str(exc)
@@ -192,7 +124,7 @@ def _describe(exc: BaseException | None) -> str:
 def _refused(exc: BaseException, what: str, where: str) -> BackendRefused:
     """An API error that retrying cannot fix, named for the operator who must act."""
     code = getattr(exc, "code", None)
-    status = _rpc_status(exc)
+    status = rpc_status(exc)
     tag = f"{code}{' ' + status if status else ''}"
     message = _api_message(exc)
     if code == 401:
@@ -428,7 +360,7 @@ class VertexBackend:
             log.info("%s: attempt %d failed: %s", what, attempts, _describe(exc))
 
         policy = retry_policy(deadline - started, on_error=on_error)
-        gave_up: tuple[type[Exception], ...] = (gexc.RetryError, *_retryable_types())
+        gave_up: tuple[type[Exception], ...] = (gexc.RetryError, *retryable_types())
         try:
             return policy(attempt)()
         except gave_up as exc:

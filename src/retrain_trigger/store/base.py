@@ -22,6 +22,9 @@ expired, a bounded number per call (the flush calls it); Firestore's TTL policie
 
 Times are seconds since the epoch (floats) throughout; every operation that depends on the time
 takes it as ``now`` so that callers and tests control the clock.
+
+(Above ~400 lines on purpose: the protocol with its documented contract, and the values and key
+helpers both implementations share; the contract suite tests exactly this file's promises.)
 """
 
 from __future__ import annotations

@@ -60,6 +60,9 @@ so reads skip expired decisions; ``purge_expired`` (called by the flush) deletes
 documents at once, a bounded number per call, and needs the automatic single-field index of
 ``expire_at``. Windows closed by a version without ``expire_at`` have no such field and are not
 swept. The ``entry`` field is never queried: exempting it from indexing saves index writes.
+
+(Above ~400 lines on purpose: one implementation of the whole store protocol, with the contention
+handling every operation shares.)
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ Tables::
 of rows per call. Schema version 2 added ``expire_at`` to windows and items and the reservation
 fields to ``active``; a version 1 file is migrated when opened, its closed windows expiring
 ``retention_seconds`` after their close.
+
+(Above ~400 lines on purpose: one implementation of the whole store protocol, each operation one
+transaction; split by state kind, the schema and its migration would be spread over files.)
 """
 
 from __future__ import annotations
