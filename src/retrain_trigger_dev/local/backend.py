@@ -40,6 +40,7 @@ from retrain_trigger.errors import BackendRefused, BackendUnavailable, TemplateE
 from retrain_trigger.model import RunHandle
 from retrain_trigger_dev.local import ledger as ledger_mod
 from retrain_trigger_dev.local.ledger import CLAIMED, FAILED, Ledger, RunRecord
+from retrain_trigger_dev.processes import process_alive
 
 if TYPE_CHECKING:
     from retrain_trigger.config import Config
@@ -178,7 +179,9 @@ class Worker:
         Returns the job ids started.
         """
         self._reap()
-        recovered = self.ledger.recover(stale_after=self.stale_after, host=self.host)
+        recovered = self.ledger.recover(
+            stale_after=self.stale_after, host=self.host, is_alive=self._alive
+        )
         for job_id, state in recovered.items():
             logger.warning("run %s: %s; now %s", job_id, ledger_mod.WORKER_GONE, state)
         started: list[str] = []
@@ -189,6 +192,13 @@ class Worker:
             self._start(record)
             started.append(record.job_id)
         return started
+
+    def _alive(self, pid: int | None, job_id: str) -> bool:
+        """Recovery's liveness check. A run whose process is this worker's own child is left to
+        :meth:`_reap`, which records how it ended (its exit status and the error in its log):
+        a child that exits between the reap and the recovery of one pass must not be recorded
+        as gone by recovery, which knows neither."""
+        return (bool(job_id) and job_id in self._children) or process_alive(pid, job_id)
 
     def _start(self, record: RunRecord) -> None:
         base = ledger_mod.run_dir(self.state_dir, record.job_id)
