@@ -24,11 +24,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrain_trigger import loopguard
 from retrain_trigger.errors import ConfigError
 from retrain_trigger.events import uri_problem
+
+if TYPE_CHECKING:
+    import msgspec
 
 DEFAULT_CONFIG_PATH = "retrain.yaml"
 MAX_CONFIG_BYTES = 1 << 20
@@ -245,18 +248,40 @@ class _Loader:
         suffix = f" (from {setting})" if setting else ""
         return ConfigError(message + suffix, source=self.source, field=field)
 
-    def convert(self, data: Any, kind: type, whole: Any) -> Any:
-        import msgspec
-
+    def problem(self, error: msgspec.ValidationError, data: Any) -> ConfigError:
+        """The ConfigError of a conversion error, in the one field notation."""
         from retrain_trigger import schema
+
+        where, message = schema.problem(error, schema.ConfigFile, data)
+        return self.error(message, where)
+
+    def convert(self, data: Any, kind: type) -> Any:
+        import msgspec
 
         try:
             return msgspec.convert(data, kind, strict=True)
         except msgspec.ValidationError as exc:
-            where, message = schema.problem(exc, schema.ConfigFile, whole)
-            raise self.error(message, where) from None
+            raise self.problem(exc, data) from None
+
+    def settings(self, top: Any) -> AuthConfig:
+        """What the fields but the routes mean together; the authentication settings."""
+        project, backend = str(top.project).strip(), top.backend.strip()
+        if backend != "vertex":  # another backend must be installed (an entry point)
+            from retrain_trigger.backends import check_backend
+
+            if problem := check_backend(backend):
+                raise self.error(problem, "backend")
+        if project and not _PROJECT.match(project):
+            raise self.error(f"is not a valid project id: {project!r}", "project")
+        if backend == "vertex" and not project:
+            raise self.error(
+                "is required for the vertex backend (or set GOOGLE_CLOUD_PROJECT)", "project"
+            )
+        return self.auth(top.auth)
 
     def load(self, raw: Mapping[Any, Any]) -> Config:
+        import msgspec
+
         from retrain_trigger import schema, settings
 
         data = _unset(raw)
@@ -275,31 +300,26 @@ class _Loader:
             else:
                 data[name] = value
             self.from_env[path] = setting.name
-        top = self.convert({k: v for k, v in data.items() if k != "routes"}, schema.Settings, data)
-        project, backend = str(top.project).strip(), top.backend.strip()
-        if backend != "vertex":  # another backend must be installed (an entry point)
-            from retrain_trigger.backends import check_backend
-
-            if problem := check_backend(backend):
-                raise self.error(problem, "backend")
-        if project and not _PROJECT.match(project):
-            raise self.error(f"is not a valid project id: {project!r}", "project")
-        if backend == "vertex" and not project:
-            raise self.error(
-                "is required for the vertex backend (or set GOOGLE_CLOUD_PROJECT)", "project"
-            )
-        auth = self.auth(top.auth)
         routes_raw = data.get("routes")
-        if not isinstance(routes_raw, list) or not routes_raw:
-            raise self.error("must be a non-empty list of routes", "routes")
-        data["routes"] = [_route_data(item) for item in routes_raw]
-        spec = self.convert(data, schema.ConfigFile, data)
+        if isinstance(routes_raw, list):
+            data["routes"] = [_route_data(item) for item in routes_raw]
+        try:  # one conversion when the file is sound (the cold start pays for one decoder)
+            spec = msgspec.convert(data, schema.ConfigFile, strict=True)
+        except msgspec.ValidationError as exc:
+            # The fields but the routes come first: find their problem, if any, then the routes'.
+            top = self.convert({k: v for k, v in data.items() if k != "routes"}, schema.Settings)
+            self.settings(top)
+            if not isinstance(routes_raw, list) or not routes_raw:
+                raise self.error("must be a non-empty list of routes", "routes") from None
+            raise self.problem(exc, data) from None
+        auth = self.settings(spec)
         routes = tuple(self.route(i, item) for i, item in enumerate(spec.routes))
         names = [r.name for r in routes]
         for name in names:
             if names.count(name) > 1:
                 raise self.error(f"route name {name!r} is used twice", "routes")
         routes, warnings = loopguard.written_locations(self.source, routes)
+        project, backend = str(spec.project).strip(), spec.backend.strip()
         _refuse_local_store_on_cloud_run(self.source, spec.store, routes, self.env)
         enabled = spec.history.enabled
         return Config(

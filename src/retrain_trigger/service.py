@@ -12,7 +12,8 @@
 :meth:`Service.flush` (``POST /flush``) closes the due batch windows and starts queued runs
 through the same gates. The Service itself only wires: the configuration, the template cache,
 the backend and the state store (both created on first use, so skipped events never import the
-Vertex or Firestore clients), a clock, and the per-process singleton (:func:`get_service`).
+Vertex or Firestore clients; the gates are imported when a route needs one), a clock, and the
+per-process singleton (:func:`get_service`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from retrain_trigger.config import Config, load_config
 from retrain_trigger.constants import KIND_LABEL
 from retrain_trigger.decisions import decision_entry, log_decision, setup_logging
 from retrain_trigger.errors import ConfigError, RejectedError, SubmitError
-from retrain_trigger.gates import concurrency, windows
 from retrain_trigger.model import Decision, Kind, Outcome, RunRequest, Trigger
 from retrain_trigger.spec import TemplateCache
 
@@ -110,6 +110,8 @@ class Service:
                 run_key=planned.run_key,
             )
         elif isinstance(planned, rules.Batch):
+            from retrain_trigger.gates import windows
+
             batch = planned
             decision = self._guarded(
                 trigger, lambda: windows.add(batch, trigger, store=self.store, clock=self.now)
@@ -128,6 +130,8 @@ class Service:
         route = self.config.route(request.route)
         if route is None or route.concurrency == "allow":
             return self._submit(request)
+        from retrain_trigger.gates import concurrency
+
         lease = concurrency.lease_seconds(self.config)
         held = concurrency.admit(
             route, request, store=self.store, backend=self.backend, clock=self.now, lease=lease
@@ -176,6 +180,8 @@ class Service:
     ) -> list[Decision]:
         """``POST /flush``: per route, close the due batch windows (``force``: every open one)
         and start the queued run whose turn came; then sweep expired records."""
+        from retrain_trigger.gates import concurrency, windows
+
         moment = self.now() if now is None else now
         lease = concurrency.lease_seconds(self.config)
         owner = owner or windows.default_owner()
