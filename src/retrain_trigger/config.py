@@ -250,9 +250,9 @@ class _Loader:
 
     def problem(self, error: msgspec.ValidationError, data: Any) -> ConfigError:
         """The ConfigError of a conversion error, in the one field notation."""
-        from retrain_trigger import schema
+        from retrain_trigger import schema, schema_errors
 
-        where, message = schema.problem(error, schema.ConfigFile, data)
+        where, message = schema_errors.problem(error, schema.ConfigFile, data)
         return self.error(message, where)
 
     def convert(self, data: Any, kind: type) -> Any:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from retrain_trigger.errors import ConfigError
 
 
-@dataclass(frozen=True)
 class Setting:
-    """One environment variable.
+    """One environment variable (a plain class: read on every cold start, built without the
+    code generation a dataclass does).
 
     ``type`` is how its text is read: ``str``, ``int`` (a positive whole number), ``float``
     (a positive, finite number of seconds), ``bool`` (``true``/``false``, ``1``/``0``) or
@@ -27,12 +26,27 @@ class Setting:
     ``""`` when it has none.
     """
 
-    name: str
-    meaning: str
-    type: type = str
-    field: str = ""
-    flag: str = ""
-    choices: tuple[str, ...] = ()
+    __slots__ = ("choices", "field", "flag", "meaning", "name", "type")
+
+    def __init__(
+        self,
+        name: str,
+        meaning: str,
+        *,
+        type: type = str,
+        field: str = "",
+        flag: str = "",
+        choices: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.meaning = meaning
+        self.type = type
+        self.field = field
+        self.flag = flag
+        self.choices = choices
+
+    def __repr__(self) -> str:
+        return f"Setting({self.name!r})"
 
     def parse(self, text: str) -> Any:
         """The value of ``text`` (already stripped, not empty); ConfigError when it is not one."""
