@@ -13,7 +13,9 @@ then each route (declared, then what its fields mean together), then the routes 
 the loop guard, what Cloud Run cannot do).
 
 (Above ~400 lines on purpose: the frozen objects the rest of the core reads and the checks that
-build them from the declared file, kept together so each field's meaning is read where it is made.)
+build them from the declared file, kept together so each field's meaning is read where it is made.
+The objects are frozen msgspec Structs, not dataclasses: a cold start builds their classes in a
+tenth of a millisecond instead of several.)
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct, field
 
 from retrain_trigger import loopguard
 from retrain_trigger.errors import ConfigError
@@ -73,8 +76,7 @@ TEMPLATE_FIELDS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class DataRule:
+class DataRule(Struct, frozen=True, kw_only=True):
     """When a GCS object in ``bucket`` starts a run of a route."""
 
     bucket: str
@@ -95,15 +97,14 @@ class DataRule:
         return f"gs://{self.bucket}/{loopguard.literal_prefix(self.include[0])}"
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(Struct, frozen=True, kw_only=True):
     name: str
     template: str
     pipeline_root: str
-    parameters: Mapping[str, str] = field(default_factory=dict)
+    parameters: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     service_account: str = ""
     display_name: str = "{route}-{kind}"
-    labels: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     network: str = ""
     encryption_key: str = ""
     data: DataRule | None = None
@@ -129,17 +130,22 @@ class Route:
         return bool(getattr(self, kind, False))
 
 
-@dataclass(frozen=True)
-class AuthConfig:
+class AuthConfig(Struct, frozen=True, kw_only=True):
     mode: str = "iam"
     audience: str = ""
     allowed_invokers: tuple[str, ...] = ()
-    hmac_secret: str = field(default="", repr=False)
+    hmac_secret: str = ""
     force_none: bool = False
 
+    def __repr__(self) -> str:  # never the secret
+        secret = ", hmac_secret=<set>" if self.hmac_secret else ""
+        return (
+            f"AuthConfig(mode={self.mode!r}, audience={self.audience!r}, "
+            f"allowed_invokers={self.allowed_invokers!r}{secret}, force_none={self.force_none!r})"
+        )
 
-@dataclass(frozen=True)
-class Config:
+
+class Config(Struct, frozen=True, kw_only=True):
     routes: tuple[Route, ...]
     project: str = ""
     region: str = "us-central1"

@@ -11,8 +11,9 @@ under ``ignore_prefixes``, or stamped by a pipeline run. Locations match on ``/`
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from retrain_trigger.errors import ConfigError
 
@@ -95,7 +96,7 @@ def written_locations(
                     )
                     continue
                 written.append((value, f"parameter {name}"))
-        out.append(dataclasses.replace(route, written=tuple(dict.fromkeys(written))))
+        out.append(msgspec.structs.replace(route, written=tuple(dict.fromkeys(written))))
     for route in out:
         locations = _data_locations(route, includes_only=True)
         if not locations:
