@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator
 # Seconds a writer waits for another's write lock before its operation fails (retryably).
 DEFAULT_BUSY_TIMEOUT = 10.0
 
-# (path, what failed) -> the exception to raise instead.
-ErrorFactory = Callable[[str, sqlite3.Error], Exception]
+# (path, what failed, whether retrying can help) -> the exception to raise instead.
+ErrorFactory = Callable[[str, sqlite3.Error, bool], Exception]
 Migration = Callable[[sqlite3.Connection, int], None]
 
 
@@ -57,10 +57,6 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-class SchemaTooNew(sqlite3.DatabaseError):
-    """The file was written by a newer version (its schema version is higher than ours)."""
-
-
 class Database:
     """One SQLite file; see the module's documentation."""
 
@@ -88,11 +84,11 @@ class Database:
         try:
             conn = self.connect()
         except sqlite3.Error as exc:
-            raise self._error(self.path, exc) from exc
+            raise self._error(self.path, exc, True) from exc
         try:
             yield conn
         except sqlite3.Error as exc:
-            raise self._error(self.path, exc) from exc
+            raise self._error(self.path, exc, True) from exc
         finally:
             conn.close()
 
@@ -105,15 +101,16 @@ class Database:
     def init_schema(self, schema: str, version: int, migrate: Migration | None = None) -> None:
         """Switches to WAL and creates the tables; a file of an earlier schema version is
         migrated (``migrate(conn, its version)``) in the same transaction. A file of a newer
-        version raises :class:`SchemaTooNew` (mapped like every other error)."""
+        version is the owner's error, one that retrying cannot fix."""
         with self.read() as conn:
             use_wal(conn, self.path)
             with immediate(conn):
                 found = conn.execute("PRAGMA user_version").fetchone()[0]
                 if found > version:
-                    raise SchemaTooNew(
+                    newer = sqlite3.DatabaseError(
                         f"{self.path} has schema version {found}, newer than {version}"
                     )
+                    raise self._error(self.path, newer, False)
                 for statement in schema.split(";"):
                     if statement.strip():
                         conn.execute(statement)

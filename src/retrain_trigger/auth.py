@@ -79,7 +79,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from retrain_trigger.errors import BackendUnavailable, ConfigError, Forbidden, Unauthenticated
+from retrain_trigger.errors import (
+    CertificatesUnavailable,
+    ConfigError,
+    Forbidden,
+    Unauthenticated,
+)
 
 if TYPE_CHECKING:
     from retrain_trigger.config import AuthConfig
@@ -129,10 +134,6 @@ _MAX_AGE = re.compile(r"max-age=([0-9]+)")
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 Clock = Callable[[], float]
-
-
-class CertificatesUnavailable(BackendUnavailable):
-    """The ID token certificates could not be fetched: answered 503, the caller retries."""
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from retrain_trigger import events
 from retrain_trigger.decisions import decision_dict, setup_logging, trace_from_headers
 from retrain_trigger.errors import (
     ConfigError,
+    EventNotProcessed,
     InvalidEvent,
     PayloadTooLarge,
     RejectedError,
-    RetrainError,
     SubmitError,
 )
 from retrain_trigger.model import Decision, Outcome
@@ -51,10 +51,6 @@ _UNAUTHENTICATED_FAILURE = {
     502: "the service is misconfigured; its operator must look at its logs",
     503: "credentials cannot be checked right now; retry later",
 }
-
-
-class EventNotProcessed(RetrainError):
-    """Raised from the event function so the platform retries the delivery."""
 
 
 def _json(body: dict[str, Any], status: int) -> flask.Response:

@@ -112,6 +112,10 @@ class TemplateError(SubmitError):
     retryable = False
 
 
+class CertificatesUnavailable(BackendUnavailable):
+    """The ID token certificates could not be fetched: answered 503, the caller retries."""
+
+
 class StoreError(SubmitError):
     """The state store could not be read or written (busy, unavailable, contended).
 
@@ -120,3 +124,7 @@ class StoreError(SubmitError):
     """
 
     retryable = True
+
+
+class EventNotProcessed(RetrainError):
+    """Raised from the event function so the platform retries the delivery."""

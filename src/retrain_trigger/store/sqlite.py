@@ -153,11 +153,9 @@ _WINDOW_COLUMNS = (
 )
 
 
-def _store_error(path: str, exc: sqlite3.Error) -> StoreError:
+def _store_error(path: str, exc: sqlite3.Error, retryable: bool) -> StoreError:
     """Busy, locked or unreadable: retryable; a file of a newer version is not."""
-    return StoreError(
-        f"state store {path}: {exc}", retryable=not isinstance(exc, _sqlite.SchemaTooNew)
-    )
+    return StoreError(f"state store {path}: {exc}", retryable=retryable)
 
 
 def state_path(state_dir: str | os.PathLike[str]) -> str:

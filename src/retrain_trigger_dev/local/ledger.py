@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrain_trigger import _sqlite
 from retrain_trigger.constants import FINAL_STATES, rfc3339
-from retrain_trigger.errors import BackendUnavailable
+from retrain_trigger.errors import BackendRefused, BackendUnavailable, SubmitError
 from retrain_trigger_dev.processes import process_alive
 
 if TYPE_CHECKING:
@@ -104,10 +104,11 @@ _COLUMNS = (
 )
 
 
-def _ledger_error(path: str, exc: sqlite3.Error) -> BackendUnavailable:
+def _ledger_error(path: str, exc: sqlite3.Error, retryable: bool) -> SubmitError:
     """The ledger could not be read or written (locked past the busy timeout, unreadable): the
-    submission or the worker's pass fails retryably."""
-    return BackendUnavailable(f"local run ledger {path}: {exc}")
+    submission or the worker's pass fails retryably; a ledger of a newer version is refused."""
+    kind = BackendUnavailable if retryable else BackendRefused
+    return kind(f"local run ledger {path}: {exc}")
 
 
 def ledger_path(state_dir: str | os.PathLike[str]) -> str:
