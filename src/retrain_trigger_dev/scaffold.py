@@ -9,6 +9,7 @@ until it is set; nothing is guessed silently.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -128,6 +129,8 @@ def scaffold(
     width = max((len(n) for n in template.inputs), default=0) + 2
     for param in template.inputs.values():
         kind = _TYPES.get(param.type, param.type.lower())
+        if param.type == "NUMBER_INTEGER" and isinstance(param.default, float):
+            param = dataclasses.replace(param, default=int(param.default))
         declared = f"{kind}, " + (
             f"default {_yaml_scalar(param.default)}" if param.default is not None else "required"
         )

@@ -409,6 +409,7 @@ class Stack:
             "RETRAIN_BACKEND": "local",
             "RETRAIN_AUTH": "none",
             "RETRAIN_STATE_DIR": str(self.state_dir),
+            "RETRAIN_STORE": "sqlite",
             "RETRAIN_URL": self.function_http_url,
         }
         if self.mode == "pubsub":
