@@ -145,7 +145,10 @@ def main_group(ctx: click.Context, **values: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @pass_session
 def check(session: Session, remote: bool, as_json: bool) -> int:
-    service = session.service(check_remote=remote, human=not as_json)
+    from retrain_trigger_dev.progress import waiting
+
+    with waiting("reading the configuration and its templates"):
+        service = session.service(check_remote=remote, human=not as_json)
     config = service.config
     out: dict[str, Any] = {"config": config.source, "backend": config.backend, "routes": []}
     for route in config.routes:
@@ -355,7 +358,11 @@ def init(template_path: str, output: str, route_name: str, bucket: str, force: b
 def upload(source: str, dest: str, stack_dir: str) -> int:
     from retrain_trigger_dev.localstack.objects import upload_files
 
-    for uri in upload_files(source, dest, stack_dir=stack_dir):
+    from retrain_trigger_dev.progress import waiting
+
+    with waiting(f"uploading {source} to {dest}"):
+        written = upload_files(source, dest, stack_dir=stack_dir)
+    for uri in written:
         click.echo(uri)
     return 0
 
@@ -371,7 +378,11 @@ def upload(source: str, dest: str, stack_dir: str) -> int:
 def flush(session: Session, route: str, force: bool, as_json: bool) -> int:
     from retrain_trigger.decisions import decision_dict
 
-    decisions = session.service(human=not as_json).flush(route=route, force=force)
+    from retrain_trigger_dev.progress import waiting
+
+    service = session.service(human=not as_json)
+    with waiting("closing windows and starting queued runs"):
+        decisions = service.flush(route=route, force=force)
     body = {"flushed": [decision_dict(d) for d in decisions]}
     _write(
         body,

@@ -142,7 +142,7 @@ def print_banner(stack: Any, out: IO[str]) -> None:
         return
     day = time.strftime("%Y-%m-%d", time.gmtime())
     write_line(out, "Try (in that shell):")
-    write_line(out, f"  python -m retrain_trigger_dev.sampledata gs://{stack.bucket}/data/{day}/")
+    write_line(out, f"  retrain-trigger sample-data gs://{stack.bucket}/data/{day}/")
     write_line(
         out,
         f"  curl -sX POST --data-binary '' '{stack.gcs_url}/upload/storage/v1/b/{stack.bucket}/o"
@@ -200,7 +200,10 @@ def cmd_up(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     with terminate_on_signals():
         try:
             write_line(out, f"Starting the local stack in {Path(args.dir).resolve()} …")
-            stack.start()
+            from retrain_trigger_dev.progress import waiting
+
+            with waiting("starting fake-gcs-server, the emulator, both functions and the worker"):
+                stack.start()
             monitor = Monitor(stack, out)
             monitor.prime()
             print_banner(stack, out)
