@@ -357,7 +357,6 @@ def init(template_path: str, output: str, route_name: str, bucket: str, force: b
 @click.option("--stack-dir", default=_STACK_DIR_DEFAULT, show_default=True, help="a running stack")
 def upload(source: str, dest: str, stack_dir: str) -> int:
     from retrain_trigger_dev.localstack.objects import upload_files
-
     from retrain_trigger_dev.progress import waiting
 
     with waiting(f"uploading {source} to {dest}"):
@@ -377,7 +376,6 @@ def upload(source: str, dest: str, stack_dir: str) -> int:
 @pass_session
 def flush(session: Session, route: str, force: bool, as_json: bool) -> int:
     from retrain_trigger.decisions import decision_dict
-
     from retrain_trigger_dev.progress import waiting
 
     service = session.service(human=not as_json)
