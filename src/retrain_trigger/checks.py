@@ -5,6 +5,7 @@ never convert to its parameter's type. Each of these would otherwise fail every 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from retrain_trigger.globs import glob_match, glob_regex
 
@@ -140,3 +141,48 @@ def placeholder_problem(name: str, kind: str, value: str) -> str:
         f"parameter {name!r} is {wanted or kind.lower()} in the pipeline, but {value!r} fills "
         f"it with {what}, which is text: every run would be refused; {fix}"
     )
+
+
+# --------------------------------------------------------------------------- warnings
+# What loads but probably does not do what was meant: ``check`` prints these, the functions log
+# them once at start.
+
+_CODE_FIELDS = ("commit_sha", "image_uri", "build_id", "branch")
+
+
+def route_warnings(source: str, route: Any) -> list[str]:
+    """Warnings about one route's placeholders and data rule, each naming the field and the fix."""
+    out: list[str] = []
+    where = f"{source}: {route.where}"
+    rule = route.data
+    window = rule is not None and rule.mode == "window"
+    used: dict[str, str] = {}
+    for name, value in route.parameters.items():
+        for field in re.findall(r"{([a-z_]+)}", value) if isinstance(value, str) else ():
+            used.setdefault(field, name)
+    if "manifest_uri" in used and not window:
+        out.append(
+            f"{where}.parameters.{used['manifest_uri']}: {{manifest_uri}} is empty unless "
+            "data.mode is window; set data.mode: window, or use {data_uri}"
+        )
+    if window and "manifest_uri" not in used and "data_uri" not in used:
+        out.append(
+            f"{where}.parameters: a window route's run is told which objects its window holds "
+            "only through {manifest_uri} (or {data_uri}); no parameter uses either"
+        )
+    if not route.code:
+        for field in _CODE_FIELDS:
+            if field in used and (rule is not None or route.model):
+                out.append(
+                    f"{where}.parameters.{used[field]}: {{{field}}} is empty for data and model "
+                    "changes, and the route takes no code change (code: false)"
+                )
+                break
+    if rule is not None and rule.mode == "object":
+        for i, pattern in enumerate(rule.include):
+            if pattern.endswith("/"):
+                out.append(
+                    f"{where}.data.include[{i}]: {pattern!r} matches only folder placeholders, "
+                    f"which never trigger; write {pattern + '**'!r}"
+                )
+    return out

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from msgspec import Struct, field
 
 from retrain_trigger import loopguard
-from retrain_trigger.checks import glob_problem, marker_problem
+from retrain_trigger.checks import glob_problem, marker_problem, route_warnings
 from retrain_trigger.errors import ConfigError
 from retrain_trigger.events import uri_problem
 
@@ -326,6 +326,7 @@ class _Loader:
             if names.count(name) > 1:
                 raise self.error(f"route name {name!r} is used twice", "routes")
         routes, warnings = loopguard.written_locations(self.source, routes)
+        warnings = warnings + tuple(w for r in routes for w in route_warnings(self.source, r))
         project, backend = str(spec.project).strip(), spec.backend.strip()
         _refuse_local_store_on_cloud_run(self.source, spec.store, routes, self.env)
         enabled = spec.history.enabled

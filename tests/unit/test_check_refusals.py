@@ -175,3 +175,30 @@ def test_field_paths_are_written_one_way() -> None:
         parse_config(config(include='"incoming/[z-a]"'), source="r.yaml")
     assert re.search(r"routes\[0\] \(churn\)\.", str(caught.value))
     assert "routes(churn)" not in str(caught.value)
+
+
+def test_what_probably_will_not_work_is_warned_with_field_and_fix() -> None:
+    object_route = config(mode="object")  # {manifest_uri} outside a window route
+    [warning] = parse_config(object_route, source="r.yaml", env={}).warnings
+    assert warning == (
+        "r.yaml: routes[0] (churn).parameters.manifest_uri: {manifest_uri} is empty unless "
+        "data.mode is window; set data.mode: window, or use {data_uri}"
+    )
+    folder = config(include='"incoming/"', mode="object")
+    assert any(
+        "data.include[0]: 'incoming/' matches only folder placeholders" in w
+        and "write 'incoming/**'" in w
+        for w in parse_config(folder, source="r.yaml", env={}).warnings
+    )
+
+
+def test_a_window_route_whose_run_is_never_told_its_objects_is_warned() -> None:
+    text = config().replace('      manifest_uri: "{manifest_uri}"\n', "")
+    warnings = parse_config(text, source="r.yaml", env={}).warnings
+    assert any("no parameter uses either" in w for w in warnings), warnings
+
+
+def test_the_example_configurations_have_no_warning() -> None:
+    from retrain_trigger.config import load_config
+
+    assert load_config(REPO / "examples" / "churn" / "retrain.yaml", env={}).warnings == ()
