@@ -349,3 +349,58 @@ def test_upload_refuses_a_destination_that_is_not_a_bucket(
     (tmp_path / "a.csv").write_text("x")
     assert cli.main(["upload", str(tmp_path / "a.csv"), dest]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_commands_never_run_pipelines_in_a_worker_of_their_own(local_config: Path) -> None:
+    # A flush or submit with the local backend leaves no run process behind when it exits.
+    session = cli.Session({"RETRAIN_CONFIG": str(local_config)})
+    assert session.config().local_worker is False
+    chosen = cli.Session({"RETRAIN_CONFIG": str(local_config), "RETRAIN_LOCAL_WORKER": "true"})
+    assert chosen.config().local_worker is True  # said explicitly: as asked
+
+
+@pytest.mark.parametrize(
+    "content", ["", "{", "[]", '{"env": []}', '{"env": "x"}', "\x00" * 10, "{" * 5000]
+)
+def test_a_malformed_stack_file_means_no_running_stack(tmp_path: Path, content: str) -> None:
+    from retrain_trigger_dev.localstack.objects import stack_env
+
+    (tmp_path / "stack.json").write_text(content)
+    assert stack_env(str(tmp_path)) == {}
+    assert stack_env(str(tmp_path / "missing")) == {}
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "expected"),
+    [
+        ({"bucket": "b", "name": "incoming/a.csv"}, {}, "gs://b/incoming/a.csv"),
+        (
+            {"name": "x\x00\x1b[31m.csv"},
+            {"source": "//storage.googleapis.com/projects/_/buckets/b"},
+            "gs://b/x??[31m.csv",
+        ),
+        (
+            {"size": "nope"},
+            {
+                "source": "//storage.googleapis.com/projects/_/buckets/b",
+                "subject": "objects/y.csv",
+            },
+            "gs://b/y.csv",
+        ),
+        ({"name": "n" * 5000}, {}, "gs://b/" + "n" * 290 + "..."),
+        ("not a mapping", {}, ""),
+    ],
+)
+def test_a_refused_event_names_its_object_safely(
+    data: Any, headers: dict[str, str], expected: str
+) -> None:
+    from cloudevents.http import CloudEvent
+
+    from retrain_trigger.entrypoints import _event_subject
+
+    attributes = {
+        "type": "google.cloud.storage.object.v1.finalized",
+        "source": "//storage.googleapis.com/projects/_/buckets/b",
+        **headers,
+    }
+    assert _event_subject(CloudEvent(attributes, data)) == expected
