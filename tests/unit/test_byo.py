@@ -404,3 +404,18 @@ def test_a_refused_event_names_its_object_safely(
         **headers,
     }
     assert _event_subject(CloudEvent(attributes, data)) == expected
+
+
+def test_up_takes_the_configuration_from_its_option_or_the_global_flag(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr(
+        "retrain_trigger_dev.localstack.commands.cmd_up", lambda args: seen.append(args) or 0
+    )
+    mine = str(tmp_path / "mine.yaml")
+    assert cli.main(["up", "--config", mine]) == 0
+    assert cli.main(["--config", mine, "up"]) == 0  # the global flag counts too
+    monkeypatch.setenv("RETRAIN_CONFIG", str(tmp_path / "exported-by-a-client-shell.yaml"))
+    assert cli.main(["up"]) == 0  # a variable left in the shell does not replace the MNIST route
+    assert [args.config for args in seen] == [mine, mine, None]
