@@ -17,7 +17,7 @@ PREFIX = "retrain_"  # store/firestore.py DEFAULT_PREFIX
 
 # Every collection of the store, by whether it grows with events or holds one document per route.
 GROWING = {"windows", "window_items", "decisions"}
-ONE_PER_ROUTE = {"routes", "pending", "active"}
+ONE_PER_ROUTE = {"routes", "pending", "active", "pauses"}
 
 
 def _collections() -> set[str]:
