@@ -224,7 +224,7 @@ class Service:
         windows.sweep(self.store, self.now() if now is None else now)
         return decisions
 
-    # ----------------------------------------------------------------- pauses (byo)
+    # ----------------------------------------------------------------- pauses
 
     def pauses_shared(self) -> bool:
         """Pauses live in the state store; they are read where the store is one every process
@@ -254,7 +254,7 @@ class Service:
             code="paused",
         )
 
-    # ----------------------------------------------------------------- end pauses (byo)
+    # ----------------------------------------------------------------- end pauses
 
     # ----------------------------------------------------------------- failures and records
 

@@ -772,7 +772,7 @@ def test_a_version_1_sqlite_file_is_migrated(tmp_path: Any) -> None:
     conn.close()
 
 
-# --------------------------------------------------------------------------- pauses (byo)
+# --------------------------------------------------------------------------- pauses
 
 
 def test_a_pause_is_recorded_read_by_another_instance_and_cleared(

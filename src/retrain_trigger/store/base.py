@@ -220,7 +220,7 @@ class ActiveJob:
         return self.lease_until is not None and now < self.lease_until
 
 
-# --------------------------------------------------------------------------- pauses (byo)
+# --------------------------------------------------------------------------- pauses
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ class Pause:
         }
 
 
-# --------------------------------------------------------------------------- end pauses (byo)
+# --------------------------------------------------------------------------- end pauses
 
 
 @runtime_checkable
@@ -393,7 +393,7 @@ class StateStore(Protocol):
         before ``now``, at most ``limit`` records; returns how many."""
         ...
 
-    # -- pauses (byo) --
+    # -- pauses --
 
     def set_pause(self, route: str, reason: str, by: str, now: float) -> Pause:
         """Pauses ``route`` (again: the reason and time are replaced); returns the pause."""

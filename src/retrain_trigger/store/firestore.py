@@ -218,7 +218,7 @@ class FirestoreStore:
         self._pending = client.collection(f"{prefix}pending")
         self._active = client.collection(f"{prefix}active")
         self._decisions = client.collection(f"{prefix}decisions")
-        self._pauses = client.collection(f"{prefix}pauses")  # byo
+        self._pauses = client.collection(f"{prefix}pauses")
 
     def __repr__(self) -> str:
         return (
@@ -782,7 +782,7 @@ class FirestoreStore:
         )
         return self._decisions_of(query, int(limit), since=since, until=until)
 
-    # -- pauses (byo) ------------------------------------------------------------------------
+    # -- pauses ------------------------------------------------------------------------
     # One document per paused route, id the route's name (a single-document write each).
 
     @staticmethod
@@ -815,7 +815,7 @@ class FirestoreStore:
         pauses = [self._pause_of(d.to_dict()) for d in self._scan(self._pauses)]
         return {p.route: p for p in sorted(pauses, key=lambda p: p.route)}
 
-    # -- end pauses (byo) --------------------------------------------------------------------
+    # -- end pauses --------------------------------------------------------------------
 
     def purge_expired(self, now: float, limit: int = DEFAULT_PURGE_LIMIT) -> int:
         """Decisions, then window items, then windows (a window's items go first)."""

@@ -615,7 +615,7 @@ class SQLiteStore:
             rows = conn.execute(sql, args).fetchall()
         return [DecisionRecord.output(r["id"], r["entry"], r["expire_at"]) for r in rows]
 
-    # -- pauses (byo) ------------------------------------------------------------------------
+    # -- pauses ------------------------------------------------------------------------
     # A table of its own, created by the first pause (so that a file written before pauses
     # existed needs no migration: no table means no route is paused).
 
@@ -665,7 +665,7 @@ class SQLiteStore:
         rows = self._pause_rows("SELECT * FROM pauses ORDER BY route")
         return {row["route"]: self._pause(row) for row in rows}
 
-    # -- end pauses (byo) --------------------------------------------------------------------
+    # -- end pauses --------------------------------------------------------------------
 
     def purge_expired(self, now: float, limit: int = DEFAULT_PURGE_LIMIT) -> int:
         """Decisions first, then window items, then the windows left without items (a window's
