@@ -192,3 +192,13 @@ def test_a_version_2_sqlite_file_gains_the_run_tables(tmp_path: Any) -> None:
     assert reopened.get_run("mnist-data-a") is not None
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_notification_is_marked_once_sent(store: Any) -> None:
+    store.record_run(run("mnist-data-n"), TTL)
+    ended, _ = store.end_run(RunEnd("mnist-data-n", "SUCCEEDED", T0 + 1), TTL)
+    assert not ended.notified
+    store.mark_notified("mnist-data-n")
+    got = store.get_run("mnist-data-n")
+    assert got is not None and got.notified and got.state == "SUCCEEDED"
+    store.mark_notified("mnist-data-none")  # nothing to mark: no error

@@ -527,6 +527,7 @@ class RunRecord:
     reporter: str = ""
     check_after: float | None = None
     expire_at: float | None = None
+    notified: bool = False
 
     @property
     def ended(self) -> bool:
@@ -549,6 +550,7 @@ class RunRecord:
             "reporter": self.reporter,
             "check_after": self.check_after,
             "expire_at": self.expire_at,
+            "notified": self.notified,
         }
 
     @classmethod
@@ -573,6 +575,7 @@ class RunRecord:
             reporter=str(data.get("reporter") or ""),
             check_after=number("check_after"),
             expire_at=number("expire_at"),
+            notified=bool(data.get("notified")),
         )
 
 
@@ -639,7 +642,8 @@ class RunOutcomeStore(Protocol):
       another one, return ``(the stored record, False)``. A job with no record yet (submitted
       before history was on, or by hand) gets one, ended.
     - :meth:`runs_to_check` lists runs not ended whose ``check_after`` has come (the flush's
-      reconciliation); :meth:`defer_check` moves a run's ``check_after``.
+      reconciliation); :meth:`defer_check` moves a run's ``check_after``;
+      :meth:`mark_notified` records that the run-ended notification went out.
     - :meth:`list_runs` pages a route's (or every route's) runs newest first;
       :meth:`champion_history` gives a route's champion changes oldest first; a champion change
       is recorded once per (route, job, version).
@@ -654,6 +658,10 @@ class RunOutcomeStore(Protocol):
     def runs_to_check(self, now: float, limit: int = 100) -> list[RunRecord]: ...
 
     def defer_check(self, job_id: str, check_after: float) -> None: ...
+
+    def mark_notified(self, job_id: str) -> None:
+        """The run's end was published to the notification topic."""
+        ...
 
     def list_runs(
         self, route: str | None, limit: int = DEFAULT_RUN_LIMIT, page_token: str | None = None

@@ -924,6 +924,21 @@ class FirestoreStore:
 
         self._conditional(doc.reference, decide)
 
+    def mark_notified(self, job_id: str) -> None:
+        import dataclasses
+
+        doc = self._call(self._run_doc, job_id)
+        if doc is None:
+            return
+
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, None]:
+            if data is None:
+                return None, None
+            record = dataclasses.replace(self._run_of(data), notified=True)
+            return ("update", self._run_fields(record)), None
+
+        self._conditional(doc.reference, decide)
+
     def list_runs(
         self, route: str | None, limit: int = DEFAULT_RUN_LIMIT, page_token: str | None = None
     ) -> tuple[list[RunRecord], str | None]:

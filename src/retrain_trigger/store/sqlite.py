@@ -367,6 +367,13 @@ class SQLiteStore:
                 return
             self._put_run(conn, dataclasses.replace(record, check_after=check_after))
 
+    def mark_notified(self, job_id: str) -> None:
+        with self._write() as conn:
+            row = conn.execute("SELECT record FROM runs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is not None:
+                record = RunRecord.from_dict(json.loads(row["record"]))
+                self._put_run(conn, dataclasses.replace(record, notified=True))
+
     def list_runs(
         self, route: str | None, limit: int = DEFAULT_RUN_LIMIT, page_token: str | None = None
     ) -> tuple[list[RunRecord], str | None]:
