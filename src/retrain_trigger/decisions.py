@@ -203,6 +203,9 @@ def entry_for(decision: Decision, *, trace: Mapping[str, str] | None = None) -> 
         "message": message,
         "event": "decision",  # what monitoring.tf's log-based metrics select on
         **decision_dict(decision),
+        # The code again under one name whatever the outcome (the answer names it ``error`` or
+        # ``detail``): the rejected-inputs metric's label.
+        "code": decision.code or None,
         "latency_ms": round(decision.latency_ms, 2),
         "logging.googleapis.com/labels": {
             "retrain-decision": str(decision.outcome),
