@@ -1,15 +1,10 @@
-"""authenticate(): ID tokens checked against certificates served on 127.0.0.1, HMAC signatures,
-and tokens whose signature Cloud Run's front end removed.
-
-Every check of time reads the ``clock`` passed to authenticate(): here always the fixed ``NOW``,
-so no result depends on the wall clock or on how long the suite has been running.
-"""
+"""authenticate(): ID tokens checked against certificates served on 127.0.0.1, and tokens whose
+signature Cloud Run's front end removed. Tokens, clock and calls are in tests/authkit.py."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,20 +16,21 @@ from retrain_trigger import auth
 from retrain_trigger.auth import Caller, CertificatesUnavailable, authenticate
 from retrain_trigger.config import AuthConfig
 from retrain_trigger.errors import Forbidden, Unauthenticated
-from tests.fakes import idtokens
+from tests.authkit import (
+    FLUSH_URL,
+    INVOKER,
+    NOW,
+    SECRET,
+    SEND_BOTH,
+    SERVICE,
+    STRIPPED,
+    URL,
+    exact,
+    iam,
+    mint,
+    tamper,
+)
 from tests.fakes.idtokens import CertsServer, Key, forge, strip
-
-SERVICE = "https://retrain-abc123-uc.a.run.app"
-URL = SERVICE + "/"
-FLUSH_URL = SERVICE + "/flush"
-INVOKER = "builder@my-project.iam.gserviceaccount.com"
-SECRET = "s3cret-s3cret-s3cret"
-NOW = 1_790_000_000  # 2026-09-21T14:13:20Z; any fixed instant does
-
-
-def clock() -> float:
-    return float(NOW)
-
 
 # --- keys, certificates and tokens ---------------------------------------------------------------
 
@@ -47,25 +43,6 @@ def key() -> Key:
 @pytest.fixture(scope="module")
 def other_key() -> Key:
     return Key("kid-google-2")
-
-
-def mint(key: Key, *, now: float = NOW, **claims: Any) -> str:
-    """An ID token like Google's, issued at ``NOW`` for ``SERVICE`` by ``INVOKER``."""
-    claims.setdefault("aud", SERVICE)
-    claims.setdefault("email", INVOKER)
-    return idtokens.mint(key, now=now, **claims)
-
-
-def exact(message: str) -> str:
-    """A ``match=`` pattern for exactly this message."""
-    return f"^{re.escape(message)}$"
-
-
-def tamper(token: str) -> str:
-    """The same token with one character of its signature changed."""
-    head, signature = token.rsplit(".", 1)
-    swapped = "B" if signature[20] == "A" else "A"
-    return f"{head}.{signature[:20]}{swapped}{signature[21:]}"
 
 
 @pytest.fixture(scope="module")
@@ -88,28 +65,6 @@ def certs(server: CertsServer, key: Key) -> Iterator[CertsServer]:
 @pytest.fixture
 def environ(certs: CertsServer) -> dict[str, str]:
     return {auth.CERTS_URL_ENV: certs.url, "K_SERVICE": "retrain"}
-
-
-def iam(
-    token: str | None,
-    environ: dict[str, str],
-    *,
-    url: str = URL,
-    headers: dict[str, str] | None = None,
-    now: float = NOW,
-    **config: Any,
-) -> Caller:
-    sent = dict(headers or {})
-    if token is not None:
-        sent["Authorization"] = f"Bearer {token}"
-    return authenticate(
-        AuthConfig(mode="iam", **config),
-        headers=sent,
-        body=b"{}",
-        url=url,
-        environ=environ,
-        clock=lambda: float(now),
-    )
 
 
 # --- iam -----------------------------------------------------------------------------------------
@@ -346,18 +301,6 @@ def test_url_without_host_needs_a_configured_audience(key: Key, environ: dict) -
     )
     with pytest.raises(Unauthenticated, match=exact(message)):
         iam(mint(key), environ, url="/hook")
-
-
-# --- behind Cloud Run's front end --------------------------------------------------------------
-# Cloud Run checks the token in X-Serverless-Authorization when present, else the one in
-# Authorization, and removes the signature of the one it checked; the other header passes on
-# unchanged (https://cloud.google.com/run/docs/authenticating/service-to-service#acquire-token).
-
-SEND_BOTH = (
-    "send the same ID token in X-Serverless-Authorization and in Authorization "
-    "('Bearer <ID token>' in both): Cloud Run checks the first and passes the second on signed"
-)
-STRIPPED = "the ID token in Authorization has no signature (SIGNATURE_REMOVED_BY_GOOGLE)"
 
 
 def test_both_headers_the_signed_authorization_is_verified(key: Key, environ: dict) -> None:

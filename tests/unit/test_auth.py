@@ -1,17 +1,11 @@
-"""authenticate(): ID tokens checked against certificates served on 127.0.0.1, HMAC signatures,
-and tokens whose signature Cloud Run's front end removed.
-
-Every check of time reads the ``clock`` passed to authenticate(): here always the fixed ``NOW``,
-so no result depends on the wall clock or on how long the suite has been running.
-"""
+"""authenticate() in process: HMAC signatures, the certificates URL and the modes, on the fixed
+clock of tests/authkit.py. ID tokens checked against certificates served on 127.0.0.1 are in
+tests/integration/test_auth_certificates.py."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -19,20 +13,15 @@ from retrain_trigger import auth
 from retrain_trigger.auth import Caller, authenticate
 from retrain_trigger.config import AuthConfig
 from retrain_trigger.errors import ConfigError, Unauthenticated
-from tests.fakes import idtokens
-from tests.fakes.idtokens import CertsServer, Key
-
-SERVICE = "https://retrain-abc123-uc.a.run.app"
-URL = SERVICE + "/"
-FLUSH_URL = SERVICE + "/flush"
-INVOKER = "builder@my-project.iam.gserviceaccount.com"
-SECRET = "s3cret-s3cret-s3cret"
-NOW = 1_790_000_000  # 2026-09-21T14:13:20Z; any fixed instant does
-
-
-def clock() -> float:
-    return float(NOW)
-
+from tests.authkit import (
+    NOW,
+    SECRET,
+    URL,
+    exact,
+    iam,
+    mint,
+)
+from tests.fakes.idtokens import Key
 
 # --- keys, certificates and tokens ---------------------------------------------------------------
 
@@ -40,89 +29,6 @@ def clock() -> float:
 @pytest.fixture(scope="module")
 def key() -> Key:
     return Key("kid-google-1")
-
-
-@pytest.fixture(scope="module")
-def other_key() -> Key:
-    return Key("kid-google-2")
-
-
-def mint(key: Key, *, now: float = NOW, **claims: Any) -> str:
-    """An ID token like Google's, issued at ``NOW`` for ``SERVICE`` by ``INVOKER``."""
-    claims.setdefault("aud", SERVICE)
-    claims.setdefault("email", INVOKER)
-    return idtokens.mint(key, now=now, **claims)
-
-
-def exact(message: str) -> str:
-    """A ``match=`` pattern for exactly this message."""
-    return f"^{re.escape(message)}$"
-
-
-def tamper(token: str) -> str:
-    """The same token with one character of its signature changed."""
-    head, signature = token.rsplit(".", 1)
-    swapped = "B" if signature[20] == "A" else "A"
-    return f"{head}.{signature[:20]}{swapped}{signature[21:]}"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[CertsServer]:
-    server = CertsServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def certs(server: CertsServer, key: Key) -> Iterator[CertsServer]:
-    server.certs = {key.kid: key.cert_pem}
-    server.status = 200
-    server.hits = 0
-    auth._certs_cache.clear()
-    yield server
-    auth._certs_cache.clear()
-
-
-@pytest.fixture
-def environ(certs: CertsServer) -> dict[str, str]:
-    return {auth.CERTS_URL_ENV: certs.url, "K_SERVICE": "retrain"}
-
-
-def iam(
-    token: str | None,
-    environ: dict[str, str],
-    *,
-    url: str = URL,
-    headers: dict[str, str] | None = None,
-    now: float = NOW,
-    **config: Any,
-) -> Caller:
-    sent = dict(headers or {})
-    if token is not None:
-        sent["Authorization"] = f"Bearer {token}"
-    return authenticate(
-        AuthConfig(mode="iam", **config),
-        headers=sent,
-        body=b"{}",
-        url=url,
-        environ=environ,
-        clock=lambda: float(now),
-    )
-
-
-# --- iam -----------------------------------------------------------------------------------------
-
-
-# --- behind Cloud Run's front end --------------------------------------------------------------
-# Cloud Run checks the token in X-Serverless-Authorization when present, else the one in
-# Authorization, and removes the signature of the one it checked; the other header passes on
-# unchanged (https://cloud.google.com/run/docs/authenticating/service-to-service#acquire-token).
-
-SEND_BOTH = (
-    "send the same ID token in X-Serverless-Authorization and in Authorization "
-    "('Bearer <ID token>' in both): Cloud Run checks the first and passes the second on signed"
-)
-STRIPPED = "the ID token in Authorization has no signature (SIGNATURE_REMOVED_BY_GOOGLE)"
 
 
 # --- certificates --------------------------------------------------------------------------------
