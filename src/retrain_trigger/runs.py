@@ -165,7 +165,6 @@ def handle_report(service: Service, report: Any, *, trace: Mapping[str, str] | N
     Raises :class:`~retrain_trigger.errors.SubmitError` (retryable: redeliver) when the store
     or the notification topic cannot be reached; the end, once recorded, stays recorded.
     """
-
     if isinstance(report, outcomes.ChampionReport):
         return handle_champion(service, report)
     return handle_outcome(service, report, trace)
@@ -234,7 +233,6 @@ def publisher(service: Service) -> Any:
 def notify_run(service: Service, record: Any) -> bool:
     """Publishes the run-ended notification once it is recorded; raises (retryable) when
     it cannot, so the outcome message is redelivered and the publish tried again."""
-
     topic = service.config.notification_topic
     if not topic or record.notified:
         return False
@@ -337,7 +335,6 @@ def reconcile(service: Service, now: float, *, route: str = "", limit: int = 50)
 def with_trace(request: RunRequest, trace: Mapping[str, str] | None) -> RunRequest:
     """The request with the incoming event's trace id as the job label ``retrain-trace`` (32
     lowercase hex digits: a valid label value), so a run can be found from a trace."""
-
     found = trace_id(trace)
     if not found or len(found) != 32:
         return request
