@@ -138,3 +138,41 @@ resource "google_pubsub_subscription_iam_member" "outcomes_dead_letter_source_su
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
 }
+
+# Run records and champion changes in Firestore (store/firestore.py, "run outcomes"): they grow
+# with the runs, so each collection has a TTL policy on expire_at (a Timestamp: the end of a
+# run's history, history.ttl_days after its submission or end), keeping the ascending index
+# purge_expired's range needs. https://cloud.google.com/firestore/docs/ttl
+locals {
+  run_outcome_ttl_collections = toset(["retrain_runs", "retrain_run_ends", "retrain_champions"])
+}
+
+resource "google_firestore_field" "run_outcomes_expire_at" {
+  for_each = var.enable_windows ? local.run_outcome_ttl_collections : toset([])
+
+  project    = var.project_id
+  database   = google_firestore_database.windows[0].name
+  collection = each.value
+  field      = "expire_at"
+
+  ttl_config {}
+
+  index_config {
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION"
+    }
+  }
+}
+
+# A run's and a champion change's record is JSON text that no query filters on: not indexed.
+resource "google_firestore_field" "run_outcomes_record" {
+  for_each = var.enable_windows ? toset(["retrain_runs", "retrain_champions"]) : toset([])
+
+  project    = var.project_id
+  database   = google_firestore_database.windows[0].name
+  collection = each.value
+  field      = "record"
+
+  index_config {}
+}

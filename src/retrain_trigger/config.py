@@ -164,6 +164,9 @@ class Config(Struct, frozen=True, kw_only=True):
     history_ttl_days: int = 30
     ignore_prefixes: tuple[str, ...] = ()
     cloud_build_topic: str = DEFAULT_CLOUD_BUILD_TOPIC
+    outcome_topic: str = ""
+    notification_topic: str = ""
+    run_check_after_seconds: int = 3600
     source: str = ""
     warnings: tuple[str, ...] = ()
 
@@ -351,6 +354,9 @@ class _Loader:
             history_ttl_days=spec.history.ttl_days,
             ignore_prefixes=self.strings(spec.ignore_prefixes, "ignore_prefixes"),
             cloud_build_topic=spec.cloud_build_topic,
+            outcome_topic=spec.outcome_topic.strip(),
+            notification_topic=spec.notification_topic.strip(),
+            run_check_after_seconds=spec.run_check_after_seconds,
             source=self.source,
             warnings=warnings,
         )

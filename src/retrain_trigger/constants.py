@@ -29,6 +29,8 @@ ROUTE_LABEL = LABEL_PREFIX + "route"
 KIND_LABEL = LABEL_PREFIX + "kind"
 KEY_LABEL = LABEL_PREFIX + "key"
 COMMIT_LABEL = LABEL_PREFIX + "commit"
+# The trace id of the event or request that started the run (W3C traceparent, 32 hex digits).
+TRACE_LABEL = LABEL_PREFIX + "trace"
 
 # Run states: Vertex's PipelineState names without the ``PIPELINE_STATE_`` prefix; the local
 # backend uses the same names.

@@ -202,7 +202,11 @@ def entry_for(decision: Decision, *, trace: Mapping[str, str] | None = None) -> 
     entry: dict[str, Any] = {
         "severity": severity,
         "message": message,
+        "event": "decision",  # what monitoring.tf's log-based metrics select on
         **decision_dict(decision),
+        # The code again under one name whatever the outcome (the answer names it ``error`` or
+        # ``detail``): the rejected-inputs metric's label.
+        "code": decision.code or None,
         "latency_ms": round(decision.latency_ms, 2),
         "logging.googleapis.com/labels": {
             "retrain-decision": str(decision.outcome),
@@ -211,9 +215,30 @@ def entry_for(decision: Decision, *, trace: Mapping[str, str] | None = None) -> 
     }
     if decision.trigger is not None:
         entry["trigger"] = decision.trigger.to_dict()
+        age = event_age_ms(decision.trigger.event_time)
+        if age is not None:
+            entry["event_age_ms"] = age
     if trace:
         entry.update(trace)
     return {k: v for k, v in entry.items() if v is not None}
+
+
+def event_age_ms(event_time: str, now: float | None = None) -> int | None:
+    """Milliseconds from an event's own RFC 3339 time to ``now`` (the decision's time); None
+    when the event has no time, or one that cannot be read or lies in the future."""
+    import time as _time
+    from datetime import datetime
+
+    if not event_time or len(event_time) > 40:
+        return None
+    try:
+        moment = datetime.fromisoformat(event_time.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    age = ((_time.time() if now is None else now) - moment.timestamp()) * 1000
+    return int(age) if age >= 0 else None
 
 
 def log_decision(decision: Decision, *, trace: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from retrain_trigger import events
+from retrain_trigger import events, outcomes
 from retrain_trigger.decisions import decision_dict, setup_logging, trace_from_headers
 from retrain_trigger.errors import (
     ConfigError,
@@ -213,11 +213,17 @@ def _flush(service: Service, trace: dict[str, str]) -> flask.Response:
     return _json({"flushed": [decision_dict(d) for d in results]}, status)
 
 
-def answer_event(event: Any) -> Decision:
-    """Handles one CloudEvent. Returns the Decision, or raises EventNotProcessed to be retried."""
+def answer_event(event: Any) -> Any:
+    """Handles one CloudEvent. Returns the Decision (or, for a message of the outcome topic, the
+    :class:`~retrain_trigger.outcomes.OutcomeResult`), or raises EventNotProcessed to be
+    retried."""
     started = time.perf_counter()
     service = _event_service()
     trace = _event_trace(event, service.config.project)
+    topic = outcomes.pubsub_topic(event)
+    if topic and service.config.outcome_topic and topic == service.config.outcome_topic:
+        message = event.data.get("message") if isinstance(event.data, dict) else None
+        return _answer_outcome(service, message, trace, started)
     try:
         trigger = events.decode_cloud_event(
             event,
@@ -337,10 +343,16 @@ def screen_event_request() -> flask.Response | None:
                 f"body, got {_shape(payload)}",
                 code="not_an_event",
             )
+        topic = events.topic_of(request.path)
+        if not trace:
+            trace = outcomes.message_trace(payload.get("message"), config.project)
+        if topic and config.outcome_topic and topic == config.outcome_topic:
+            _answer_outcome(service, payload.get("message"), trace, started)
+            return _acknowledged()
         trigger = events.decode_pubsub_push(
             payload,
             max_bytes=config.max_body_bytes,
-            topic=events.topic_of(request.path),
+            topic=topic,
             cloud_build_topic=config.cloud_build_topic,
         )
     except RejectedError as exc:
@@ -381,10 +393,34 @@ def _acknowledged() -> flask.Response:
 
 
 def _event_trace(event: Any, project: str) -> dict[str, str]:
+    """The trace of a CloudEvent: its ``traceparent`` extension, else the ``traceparent`` (or
+    ``googclient_traceparent``) attribute of the Pub/Sub message it carries."""
     try:
         parent = event.get("traceparent") if hasattr(event, "get") else None
     except Exception:
         parent = None
-    if not isinstance(parent, str):
-        return {}
-    return trace_from_headers({"traceparent": parent}, project)
+    if isinstance(parent, str):
+        found = trace_from_headers({"traceparent": parent}, project)
+        if found:
+            return found
+    data = getattr(event, "data", None)
+    return outcomes.message_trace(data.get("message") if isinstance(data, dict) else None, project)
+
+
+# --------------------------------------------------------------------------- run outcomes
+
+
+def _answer_outcome(service: Service, message: Any, trace: dict[str, str], started: float) -> Any:
+    """A message of the outcome topic: recorded, or rejected (logged and acknowledged) when it
+    is not a valid report; raises EventNotProcessed (redelivered) when the store or the
+    notification topic cannot be reached."""
+    try:
+        report, parent = outcomes.decode_message(message)
+        if parent and not trace:
+            trace = trace_from_headers({"traceparent": parent}, service.config.project)
+        return service.handle_report(report, trace=trace)
+    except RejectedError as exc:
+        return service.reject(exc, trace=trace, started=started)
+    except SubmitError as exc:
+        log.warning("run outcome not processed, to be redelivered: %s", exc)
+        raise EventNotProcessed(f"outcome_not_processed: {exc}") from None

@@ -255,6 +255,34 @@ class Settings(Base):
             },
         ),
     ] = "cloud-builds"
+    # -- run outcomes
+    outcome_topic: Annotated[
+        str,
+        Meta(
+            pattern=rf"^$|^projects/[a-z0-9.:-]{{1,100}}/topics/{_TOPIC_ID}$",
+            description="topic (projects/<p>/topics/<t>) whose messages are run outcomes and "
+            "champion reports; empty: none",
+            extra={"problem": "must be projects/<project>/topics/<topic>, got {value}"},
+        ),
+    ] = ""
+    notification_topic: Annotated[
+        str,
+        Meta(
+            pattern=rf"^$|^projects/[a-z0-9.:-]{{1,100}}/topics/{_TOPIC_ID}$",
+            description="topic (projects/<p>/topics/<t>) the trigger publishes run-ended and "
+            "champion-changed notifications to; empty: none",
+            extra={"problem": "must be projects/<project>/topics/<topic>, got {value}"},
+        ),
+    ] = ""
+    run_check_after_seconds: Annotated[
+        int,
+        Meta(
+            ge=60,
+            le=30 * 86400,
+            description="seconds after a submission (and between checks) before the flush "
+            "asks the backend about a run whose outcome has not arrived",
+        ),
+    ] = 3600
 
 
 class ConfigFile(Settings, kw_only=True):

@@ -132,7 +132,9 @@ class Service:
                 Decision(outcome=Outcome.SKIPPED, reason="dry run: nothing submitted"), planned
             )
         else:
-            request = planned
+            from retrain_trigger.runs import with_trace
+
+            request = with_trace(planned, trace)
             decision = self._guarded(trigger, lambda: self.submit(request), request)
         return self._record(dataclasses.replace(decision, trigger=trigger), started, trace)
 
@@ -221,6 +223,7 @@ class Service:
                 if queued is not None:
                     kind = Kind(str(queued.labels.get(KIND_LABEL, "data")))
                     decisions.append(self.run(queued, Trigger(kind=kind, source="queue")))
+        decisions += self.reconcile_runs(moment, route=route)  # run outcomes that never came
         windows.sweep(self.store, self.now() if now is None else now)
         return decisions
 
@@ -319,7 +322,28 @@ class Service:
                 self.store.record_decision(entry, ttl_seconds=self.config.history_ttl_days * 86400)
             except Exception:  # history is best effort; the decision stands
                 log.exception("could not record the decision in the history store")
+            if decision.outcome is Outcome.SUBMITTED and decision.job_id:
+                from retrain_trigger import runs
+
+                runs.track_run(self, decision, trace)
         return decision
+
+    # ----------------------------------------------------------------- run outcomes
+    # (retrain_trigger.runs: what the end of a run does; the store keeps each run's record)
+
+    publish: Any = None  # notifications: (topic, data, attributes) -> None; Pub/Sub by default
+
+    def handle_report(self, report: Any, *, trace: Mapping[str, str] | None = None) -> Any:
+        """One run-outcome or champion report: see :func:`retrain_trigger.runs.handle_report`."""
+        from retrain_trigger import runs
+
+        return runs.handle_report(self, report, trace=trace)
+
+    def reconcile_runs(self, now: float, *, route: str = "", limit: int = 50) -> list[Decision]:
+        """The flush's part: see :func:`retrain_trigger.runs.reconcile`."""
+        from retrain_trigger import runs
+
+        return runs.reconcile(self, now, route=route, limit=limit)
 
 
 def duplicate_reason(state: str) -> str:

@@ -208,6 +208,28 @@ SETTINGS: tuple[Setting, ...] = (
         field="cloud_build_topic",
         flag="--cloud-build-topic",
     ),
+    # -- run outcomes
+    Setting(
+        "RETRAIN_OUTCOME_TOPIC",
+        "topic whose messages the event function takes as run outcomes and champion reports "
+        "(`projects/<p>/topics/<t>`)",
+        field="outcome_topic",
+        flag="--outcome-topic",
+    ),
+    Setting(
+        "RETRAIN_NOTIFICATION_TOPIC",
+        "topic run-ended and champion-changed notifications are published to",
+        field="notification_topic",
+        flag="--notification-topic",
+    ),
+    Setting(
+        "RETRAIN_RUN_CHECK_AFTER",
+        "seconds before the flush asks the backend about a run whose outcome has not arrived "
+        "(default 3600)",
+        type=int,
+        field="run_check_after_seconds",
+        flag="--run-check-after",
+    ),
     Setting("RETRAIN_TOPIC", "backfill topic (printed by `up`)", flag="replay --topic"),
     Setting(
         "RETRAIN_SUBSCRIPTION",

@@ -58,7 +58,9 @@ def explain(service: Any, uri: str, *, limit: int = 20) -> dict[str, Any]:
             }
             if window and window.job_id and not item["job_id"]:
                 item["job_id"] = window.job_id
-        item["run_state"] = _job_state(service, str(item["job_id"]))
+        item.update(_run_end(store, str(item["job_id"])))
+        if not item.get("run_state"):
+            item["run_state"] = _job_state(service, str(item["job_id"]))
         out.append(item)
     return {"object": uri, "decisions": out}
 
@@ -78,8 +80,46 @@ def text_explain(report: dict[str, Any]) -> str:
             extra = f", manifest {w['manifest']}" if w["manifest"] else ""
             lines.append(f"    window {w['id']}: {w['state']}, {w['objects']} objects{extra}")
         if item["job_id"]:
-            lines.append(f"    run {item['job_id']}: {item['run_state']}")
+            lines.append(f"    run {item['job_id']}: {_run_text(item)}")
     return "\n".join(lines)
+
+
+def _run_end(store: Any, job_id: str) -> dict[str, Any]:
+    """How the run ended, from its record (run outcomes): ``{}`` while it has not, or when
+    the store does not know it."""
+    if not job_id:
+        return {}
+    try:
+        record = store.get_run(job_id)
+    except Exception:  # the history still answers without it
+        return {}
+    if record is None or not record.ended:
+        return {}
+    return {
+        "run_state": record.state,
+        "run": {
+            "ended": _when(record.ended_at) if record.ended_at else "",
+            "duration_seconds": record.duration_s,
+            "error": record.error or "",
+            "failed_task": record.failed_task or "",
+            "reporter": record.reporter,
+        },
+    }
+
+
+def _run_text(item: dict[str, Any]) -> str:
+    run = item.get("run")
+    if not run:
+        return str(item["run_state"])
+    text = f"{item['run_state']} at {run['ended']}"
+    if run["duration_seconds"] is not None:
+        text += f" after {run['duration_seconds']:.0f} s"
+    text += f" (reported by {run['reporter']})"
+    if run["failed_task"]:
+        text += f", failing task {run['failed_task']}"
+    if run["error"]:
+        text += f": {run['error'][:300]}"
+    return text
 
 
 def list_decisions(
@@ -100,6 +140,7 @@ def list_decisions(
             "subject": _subject(e),
             "reason": e.get("reason") or "",
             "job_id": e.get("job_id") or "",
+            "run_state": _run_end(service.store, str(e.get("job_id") or "")).get("run_state", ""),
         }
         for e in entries
     ]
@@ -112,6 +153,7 @@ def text_decisions(listed: dict[str, Any]) -> str:
         + [
             f"  {r['time']}  {r['decision']:<9} {r['route'] or '-':<12} {r['subject']}"
             + (f"  ({r['reason']})" if r["reason"] else "")
+            + (f"  run {r['run_state']}" if r.get("run_state") else "")
             for r in listed["decisions"]
         ]
     )

@@ -52,6 +52,7 @@ PUSH_SA = f"retrain-push@{PROJECT}.iam.gserviceaccount.com"
 OUTSIDER_SA = f"someone@{PROJECT}.iam.gserviceaccount.com"
 OPERATOR = "ops@example.com"  # extra_http_invokers = ["user:ops@example.com"]: IAM only
 TEMPLATES, ARTIFACTS, DATA = "e2e-templates", "e2e-artifacts", "e2e-data"
+OUTCOME_TOPIC = f"projects/{PROJECT}/topics/retrain-run-outcomes"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/retrain-images/mnist-training@sha256:" + "a" * 64
 TEMPLATE_URI = f"gs://{TEMPLATES}/templates/{COMMIT}/mnist_training.yaml"
@@ -254,7 +255,8 @@ def stack(
         "RETRAIN_ALLOWED_INVOKERS": f"{BUILD_SA},{SCHEDULER_SA}",
         "RETRAIN_ID_TOKEN_CERTS_URL": certs.url,
     }
-    event_env = {**common, "K_SERVICE": "retrain-event"}
+    # functions.tf: RETRAIN_OUTCOME_TOPIC = google_pubsub_topic.outcomes.id (the default name).
+    event_env = {**common, "K_SERVICE": "retrain-event", "RETRAIN_OUTCOME_TOPIC": OUTCOME_TOPIC}
     with (
         _function(
             "retrain_http", REPO / "function_http" / "main.py", http_env, tmp / "http.log"
@@ -769,3 +771,74 @@ def test_run_outcomes_reach_the_event_function_naming_the_outcome_topic(tmp_path
     assert [e["type"] for e in seen] == ["google.cloud.pubsub.topic.v1.messagePublished"] * 2
     assert seen[0]["source"] == f"//pubsub.googleapis.com/{outcome_topic}"
     assert seen[1]["source"] != seen[0]["source"]  # without the path, no topic
+
+
+def _run_outcome_push(job_id: str, state: str, message: str) -> bytes:
+    """A run-outcome message (schemas/run-outcome.schema.json) as the exit task publishes it and
+    the outcome topic's push subscription posts it."""
+    report = {
+        "kind": "retrain-trigger.run-outcome/v1",
+        "job_id": job_id,
+        "job": f"projects/{PROJECT}/locations/{REGION}/pipelineJobs/{job_id}",
+        "state": state,
+        "error": {"code": 9 if state != "SUCCEEDED" else 0, "message": message},
+        "reported_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "reporter": "exit-handler",
+    }
+    message_body = {
+        "attributes": {"retrain-message": "run-outcome"},
+        "data": base64.b64encode(json.dumps(report).encode()).decode(),
+        "messageId": "77",
+        "publishTime": "2026-11-27T10:00:01.000Z",
+    }
+    body = {
+        "message": message_body,
+        "subscription": f"projects/{PROJECT}/subscriptions/retrain-run-outcomes-push",
+    }
+    return json.dumps(body).encode()
+
+
+def test_a_run_outcome_through_cloud_run_ends_the_run_once(
+    fresh: Stack,
+    firestore_emulator: FirestoreEmulator,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The real event function behind the front end, given RETRAIN_OUTCOME_TOPIC as Terraform
+    gives it: the outcome push at the outcome topic's path (outcomes.tf's push endpoint, the
+    token's audience the service URL) ends the run in the Firestore store, once."""
+    # A code change of its own (the function remembers the jobs it created in other tests).
+    body = {"kind": "code", "commit_sha": "f" * 40, "image_uri": IMAGE}
+    status, answer = fresh.post("/", _both(fresh.token(BUILD_SA)), json.dumps(body).encode())
+    assert status == 200 and isinstance(answer, dict), answer
+    assert answer["decision"] == "submitted", answer
+    job_id = answer["job_id"]
+    push = {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {fresh.token(PUSH_SA, aud=EVENT_URL)}",
+    }
+    body = _run_outcome_push(job_id, "FAILED", "The failed tasks are: [train].")
+    for _ in range(2):  # a redelivery changes nothing
+        status, answer = fresh.post(
+            "/" + OUTCOME_TOPIC, push, body, front=fresh.event, url=EVENT_URL
+        )
+        assert status == 200, answer
+    from retrain_trigger.store.firestore import FirestoreStore
+
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator.host)
+    store = FirestoreStore(project=PROJECT)
+    try:
+        record = store.get_run(job_id)
+    finally:
+        store.close()
+    assert record is not None
+    assert (record.state, record.failed_task, record.reporter) == (
+        "FAILED",
+        "train",
+        "exit-handler",
+    )
+    lines = [
+        json.loads(line)
+        for line in (fresh.tmp / "event.log").read_text().splitlines()
+        if line.startswith("{") and '"run_outcome"' in line
+    ]
+    assert [(line["job_id"], line["run_state"]) for line in lines] == [(job_id, "FAILED")]

@@ -768,3 +768,76 @@ def test_the_readme_explains_every_metric_and_alert(module: Module) -> None:
         assert heading, f"alert {title!r} has no runbook entry"
         entry = runbook[heading.end() :].split("\n#### ", 1)[0]
         assert "What it means" in entry and "What to do" in entry, title
+
+
+# --- the lines the functions really write, through the same filters ----------------------------
+
+
+def _real_lines() -> dict[str, dict[str, Any]]:
+    """Log entries of lines made by the functions' own code (decisions.entry_for,
+    runs.outcome_line, runs.champion_line), as Cloud Run makes them LogEntries."""
+    import time
+
+    from retrain_trigger import runs
+    from retrain_trigger.constants import rfc3339
+    from retrain_trigger.decisions import entry_for
+    from retrain_trigger.model import Decision, Kind, Outcome, Trigger
+    from retrain_trigger.store.base import ChampionChange, RunRecord
+
+    trigger = Trigger(
+        kind=Kind.DATA,
+        source="eventarc",
+        bucket="b",
+        object="data/x.csv",
+        generation="1",
+        size=10,
+        event_time=rfc3339(time.time() - 5.0),
+    )
+    submitted = Decision(
+        outcome=Outcome.SUBMITTED, route="mnist", job_id="mnist-data-x", trigger=trigger
+    )
+    rejected = Decision(outcome=Outcome.REJECTED, reason="bad", status=400, code="bad_envelope")
+    record = RunRecord(
+        route="mnist",
+        job_id="mnist-data-x",
+        job_name="projects/p/locations/r/pipelineJobs/mnist-data-x",
+        state="FAILED",
+        submitted_at=100.0,
+        ended_at=1930.0,
+        duration_s=1830.0,
+        error="task 'train' failed",
+        failed_task="train",
+        parameters={},
+        object_uri="gs://b/data/x.csv",
+        trace=None,
+        reporter="exit-handler",
+    )
+    change = ChampionChange("mnist", "mnist-data-x", "accuracy", 0.97, "gs://m/7/", "7", None, 1.0)
+    lines = {
+        "submitted": entry_for(submitted),
+        "rejected": entry_for(rejected),
+        "failed": runs.outcome_line(record),
+        "champion": runs.champion_line(change),
+    }
+    return {name: _entry(json.loads(json.dumps(line))) for name, line in lines.items()}
+
+
+def test_the_lines_the_functions_write_are_counted_as_the_hand_made_ones(module: Module) -> None:
+    real = _real_lines()
+    assert real["submitted"]["jsonPayload"]["event_age_ms"] >= 5000
+    for key in EXPECTED:
+        body = _metric(module, key)
+        log_filter = LogFilter(module.value(body["filter"]))
+        extractors = module.value(body.get("label_extractors", {}))
+        for name, entry in real.items():
+            assert log_filter.matches(entry) == log_filter.matches(ALL[name]), (key, name)
+            if log_filter.matches(entry):
+                # A field the line leaves out extracts as an empty label value.
+                got = {label: _extract(entry, e) or "" for label, e in extractors.items()}
+                want = {label: _extract(ALL[name], e) or "" for label, e in extractors.items()}
+                assert got == want, (key, name)
+    [failed] = _conditions(module, "failed_runs")
+    log_match = failed["conditionMatchedLog"]
+    assert LogFilter(log_match["filter"]).matches(real["failed"])
+    labels = {k: _extract(real["failed"], v) for k, v in log_match["labelExtractors"].items()}
+    assert labels == {"route": "mnist", "job_id": "mnist-data-x", "reporter": "exit-handler"}

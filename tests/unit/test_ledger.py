@@ -7,6 +7,7 @@ duplicate ids, restarts and races are tested in well under a second each.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -19,6 +20,7 @@ from retrain_trigger.backends import JobStatus
 from retrain_trigger.errors import BackendRefused, BackendUnavailable, TemplateError
 from retrain_trigger.model import RunRequest
 from retrain_trigger.spec import parse_template
+from retrain_trigger_dev.local import ledger as ledger_mod
 from retrain_trigger_dev.local.backend import LocalBackend
 from retrain_trigger_dev.local.ledger import (
     CANCELLED,
@@ -102,7 +104,7 @@ def test_ledger_uses_wal_and_the_busy_timeout(state_dir: str):
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 1500
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == ledger_mod.SCHEMA_VERSION == 2
     finally:
         conn.close()
 
@@ -361,3 +363,42 @@ def test_collect_outputs_reads_task_outputs_and_metrics(tmp_path: Path):
     assert "framework" not in outputs
     assert outputs["artifacts"] == {"train/model": "/r/train/model", "metrics": "/r/train/metrics"}
     assert collect_outputs(None, tmp_path / "missing") == {}
+
+
+# -- run outcomes: the worker reports each end once ----------------------------------------------
+
+
+def test_each_ended_run_is_reported_once_and_a_failed_delivery_is_retried(ledger: Ledger):
+    from retrain_trigger.outcomes import decode_report
+    from retrain_trigger_dev.local.outcomes import OutcomeReporter
+
+    for job_id in ("churn-a", "churn-b", "churn-c"):
+        insert(ledger, job_id)
+    for _ in range(2):
+        ledger.claim(5, host="h", pid=1)
+    ledger.finish("churn-a", "FAILED", error="task 'train' failed: ValueError: x", now=100.0)
+    ledger.finish("churn-b", "SUCCEEDED", now=101.0)
+    delivered: list[dict] = []
+    down = True
+
+    def deliver(report: dict) -> None:
+        if down:
+            raise OSError("connection refused")
+        delivered.append(report)
+
+    reporter = OutcomeReporter(ledger, deliver)
+    assert reporter.report() == []  # the trigger is unreachable: kept for the next pass
+    down = False
+    assert reporter.report() == ["churn-a", "churn-b"]
+    assert reporter.report() == []
+    first = decode_report(json.dumps(delivered[0]).encode())  # a valid run-outcome message
+    assert (first.job_id, first.state, first.reporter, first.failed_task) == (
+        "churn-a",
+        "FAILED",
+        "local-worker",
+        "train",
+    )
+    assert delivered[1]["state"] == "SUCCEEDED" and delivered[1]["error"] == {
+        "code": 0,
+        "message": "",
+    }

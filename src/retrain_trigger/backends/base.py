@@ -56,6 +56,6 @@ class Backend(Protocol):
         """The run's current state. Raises ``KeyError`` when no such run exists."""
         ...
 
-    def list(self, *, route: str = "", limit: int = 100) -> list[JobStatus]:
-        """Most recent runs first, optionally only those of one route."""
+    def list(self, *, route: str = "", limit: int = 100, state: str = "") -> list[JobStatus]:
+        """Most recent runs first, optionally only those of one route, or in one state."""
         ...

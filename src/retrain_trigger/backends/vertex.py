@@ -478,11 +478,19 @@ class VertexBackend:
             raise self._translate(exc, what, parent) from exc
         return _job_status(job)
 
-    def list(self, *, route: str = "", limit: int = 100) -> list[JobStatus]:
+    def list(self, *, route: str = "", limit: int = 100, state: str = "") -> list[JobStatus]:
+        """The trigger's jobs (those labelled ``retrain-route``; one route's with ``route``),
+        newest first, optionally in one ``state`` (SUCCEEDED, FAILED ...), across pages."""
         if limit <= 0:
             return []
         if route and not re.match(r"^[a-z0-9_-]{1,63}$", route):
             raise ValueError(f"not a valid route name: {route!r}")
+        state = state.upper().removeprefix(_STATE_PREFIX)
+        if state and not re.match(r"^[A-Z_]{1,40}$", state):
+            raise ValueError(f"not a valid run state: {state!r}")
+        conditions = [f'labels.{ROUTE_LABEL}="{route}"' if route else f"labels.{ROUTE_LABEL}:*"]
+        if state:
+            conditions.append(f'state="{_STATE_PREFIX}{state}"')
         from google.cloud.aiplatform_v1 import ListPipelineJobsRequest
 
         parent = f"projects/{self.project}/locations/{self.region}"
@@ -494,7 +502,7 @@ class VertexBackend:
         while len(out) < limit:
             request = ListPipelineJobsRequest(
                 parent=parent,
-                filter=f'labels.{ROUTE_LABEL}="{route}"' if route else "",
+                filter=" AND ".join(conditions),
                 order_by="create_time desc",
                 page_size=min(limit - len(out), MAX_PAGE_SIZE),
                 page_token=token,

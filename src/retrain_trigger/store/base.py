@@ -529,3 +529,258 @@ class DecisionRecord:
         out["id"] = record_id
         out["expire_at"] = rfc3339(expire_at)
         return out
+
+
+# --------------------------------------------------------------------------- run outcomes
+# (run records and champion changes: what became of each submitted run, and the champion
+# pointer's moves; written by the outcome path, read by ``why``, ``runs`` and the status page)
+
+RUN_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+RUN_FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+DEFAULT_RUN_LIMIT = 50
+DEFAULT_CHAMPION_LIMIT = 100
+# A run record's error is kept to this many characters (a stack trace is in the job's logs).
+MAX_RUN_ERROR = 2000
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One submitted run and, once it ended, how: ``state`` is PENDING until the end arrives.
+
+    ``reporter`` says who reported the end (``exit-handler``, ``local-worker``, ``reconcile``),
+    ``check_after`` when the flush next asks the backend about a run still not ended.
+    """
+
+    route: str
+    job_id: str
+    job_name: str
+    state: str
+    submitted_at: float
+    ended_at: float | None
+    duration_s: float | None
+    error: str | None
+    failed_task: str | None
+    parameters: dict[str, Any]
+    object_uri: str | None
+    trace: str | None
+    reporter: str = ""
+    check_after: float | None = None
+    expire_at: float | None = None
+    notified: bool = False
+
+    @property
+    def ended(self) -> bool:
+        return self.state in RUN_FINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "job_id": self.job_id,
+            "job_name": self.job_name,
+            "state": self.state,
+            "submitted_at": self.submitted_at,
+            "ended_at": self.ended_at,
+            "duration_s": self.duration_s,
+            "error": self.error,
+            "failed_task": self.failed_task,
+            "parameters": dict(self.parameters),
+            "object_uri": self.object_uri,
+            "trace": self.trace,
+            "reporter": self.reporter,
+            "check_after": self.check_after,
+            "expire_at": self.expire_at,
+            "notified": self.notified,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
+        def number(name: str) -> float | None:
+            value = data.get(name)
+            return None if value is None else float(value)
+
+        return cls(
+            route=str(data.get("route") or ""),
+            job_id=str(data.get("job_id") or ""),
+            job_name=str(data.get("job_name") or ""),
+            state=str(data.get("state") or "PENDING"),
+            submitted_at=float(data.get("submitted_at") or 0.0),
+            ended_at=number("ended_at"),
+            duration_s=number("duration_s"),
+            error=data.get("error"),
+            failed_task=data.get("failed_task"),
+            parameters=dict(data.get("parameters") or {}),
+            object_uri=data.get("object_uri"),
+            trace=data.get("trace"),
+            reporter=str(data.get("reporter") or ""),
+            check_after=number("check_after"),
+            expire_at=number("expire_at"),
+            notified=bool(data.get("notified")),
+        )
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """What ended a run: given to :meth:`RunOutcomeStore.end_run`."""
+
+    job_id: str
+    state: str
+    ended_at: float
+    error: str | None = None
+    failed_task: str | None = None
+    reporter: str = ""
+    job_name: str = ""
+    route: str = ""
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    """A register step moved a route's champion to this model version."""
+
+    route: str
+    job_id: str
+    metric_name: str
+    metric_value: float
+    model_uri: str
+    version: str
+    commit: str | None
+    changed_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "job_id": self.job_id,
+            "metric_name": self.metric_name,
+            "metric_value": self.metric_value,
+            "model_uri": self.model_uri,
+            "version": self.version,
+            "commit": self.commit,
+            "changed_at": self.changed_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChampionChange:
+        return cls(
+            route=str(data.get("route") or ""),
+            job_id=str(data.get("job_id") or ""),
+            metric_name=str(data.get("metric_name") or ""),
+            metric_value=float(data.get("metric_value") or 0.0),
+            model_uri=str(data.get("model_uri") or ""),
+            version=str(data.get("version") or ""),
+            commit=data.get("commit"),
+            changed_at=float(data.get("changed_at") or 0.0),
+        )
+
+
+class RunOutcomeStore(Protocol):
+    """The run-outcome part of the state store (implemented by both stores).
+
+    - :meth:`record_run` keeps a submitted run (PENDING), once per job id: a second call for the
+      same job changes nothing and returns the stored record.
+    - :meth:`end_run` records the end **once**: it returns ``(record, True)`` only for the call
+      that moved the run to a final state; redeliveries of the same end, and ends reported after
+      another one, return ``(the stored record, False)``. A job with no record yet (submitted
+      before history was on, or by hand) gets one, ended.
+    - :meth:`runs_to_check` lists runs not ended whose ``check_after`` has come (the flush's
+      reconciliation); :meth:`defer_check` moves a run's ``check_after``;
+      :meth:`mark_notified` records that the run-ended notification went out.
+    - :meth:`list_runs` pages a route's (or every route's) runs newest first;
+      :meth:`champion_history` gives a route's champion changes oldest first; a champion change
+      is recorded once per (route, job, version).
+    """
+
+    def record_run(self, record: RunRecord, ttl_seconds: float) -> RunRecord: ...
+
+    def get_run(self, job_id: str) -> RunRecord | None: ...
+
+    def end_run(self, end: RunEnd, ttl_seconds: float) -> tuple[RunRecord, bool]: ...
+
+    def runs_to_check(self, now: float, limit: int = 100) -> list[RunRecord]: ...
+
+    def defer_check(self, job_id: str, check_after: float) -> None: ...
+
+    def mark_notified(self, job_id: str) -> None:
+        """The run's end was published to the notification topic."""
+        ...
+
+    def list_runs(
+        self, route: str | None, limit: int = DEFAULT_RUN_LIMIT, page_token: str | None = None
+    ) -> tuple[list[RunRecord], str | None]: ...
+
+    def record_champion(self, change: ChampionChange, ttl_seconds: float) -> bool: ...
+
+    def champion_history(
+        self, route: str, limit: int = DEFAULT_CHAMPION_LIMIT
+    ) -> list[ChampionChange]: ...
+
+
+def check_run_state(state: str) -> str:
+    if state not in RUN_STATES:
+        raise ValueError(f"run state must be one of {', '.join(RUN_STATES)}, got {state!r}")
+    return state
+
+
+def ended_record(record: RunRecord, end: RunEnd, expire_at: float) -> RunRecord:
+    """``record`` ended by ``end``: its duration from submission to the end."""
+    import dataclasses
+
+    check_run_state(end.state)
+    duration = None
+    if record.submitted_at and end.ended_at >= record.submitted_at:
+        duration = round(end.ended_at - record.submitted_at, 3)
+    error = (end.error or None) and str(end.error)[:MAX_RUN_ERROR]
+    return dataclasses.replace(
+        record,
+        state=end.state,
+        ended_at=end.ended_at,
+        duration_s=duration,
+        error=error,
+        failed_task=end.failed_task or None,
+        reporter=end.reporter,
+        job_name=record.job_name or end.job_name,
+        check_after=None,
+        expire_at=expire_at,
+    )
+
+
+def unknown_run(end: RunEnd) -> RunRecord:
+    """The record of a run that ended without the store knowing its submission."""
+    return RunRecord(
+        route=end.route,
+        job_id=end.job_id,
+        job_name=end.job_name,
+        state="PENDING",
+        submitted_at=0.0,
+        ended_at=None,
+        duration_s=None,
+        error=None,
+        failed_task=None,
+        parameters={},
+        object_uri=None,
+        trace=None,
+    )
+
+
+def run_page_key(record: RunRecord) -> str:
+    """The order of ``list_runs``: newest submission first, then job id (a page token)."""
+    moment = record.submitted_at or record.ended_at or 0.0
+    return f"{decision_id_bound(moment)}|{record.job_id}"
+
+
+def champion_id(change: ChampionChange) -> str:
+    return f"{change.route}__{digest(change.job_id + '|' + change.version, 24)}"
+
+
+_PAGE_TOKEN = re.compile(r"^\d{13}\|[a-z][-a-z0-9]{0,127}$")
+
+
+def check_page_token(token: str) -> str:
+    """A ``list_runs`` page token as the store handed it out; anything else is refused."""
+    if not isinstance(token, str) or not _PAGE_TOKEN.match(token):
+        raise ValueError(f"not a page token of list_runs: {str(token)[:80]!r}")
+    return token
+
+
+def positive_ttl(ttl_seconds: float) -> float:
+    if not ttl_seconds or ttl_seconds <= 0:
+        raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
+    return float(ttl_seconds)

@@ -76,23 +76,35 @@ from typing import Any, Literal, TypeVar
 
 from retrain_trigger.errors import StoreError
 from retrain_trigger.store.base import (
+    DEFAULT_CHAMPION_LIMIT,
     DEFAULT_DECISION_LIMIT,
     DEFAULT_OBJECT_LIMIT,
     DEFAULT_PURGE_LIMIT,
     DEFAULT_RETENTION_SECONDS,
+    DEFAULT_RUN_LIMIT,
     ActiveJob,
+    ChampionChange,
     DecisionRecord,
     Pause,
     Pending,
+    RunEnd,
+    RunRecord,
     Window,
     WindowInfo,
     WindowItem,
     WindowState,
+    champion_id,
+    check_page_token,
     check_route,
+    check_run_state,
     decision_id_bound,
+    ended_record,
     item_doc_id,
     new_window_id,
     object_key,
+    positive_ttl,
+    run_page_key,
+    unknown_run,
 )
 
 log = logging.getLogger(__name__)
@@ -219,6 +231,10 @@ class FirestoreStore:
         self._active = client.collection(f"{prefix}active")
         self._decisions = client.collection(f"{prefix}decisions")
         self._pauses = client.collection(f"{prefix}pauses")
+
+        self._runs = client.collection(f"{prefix}runs")
+        self._run_ends = client.collection(f"{prefix}run_ends")
+        self._champions = client.collection(f"{prefix}champions")
 
     def __repr__(self) -> str:
         return (
@@ -822,7 +838,15 @@ class FirestoreStore:
         moment = _timestamp(now)
         budget = max(int(limit), 0)
         deleted = 0
-        for collection in (self._decisions, self._items, self._windows):
+        collections = (
+            self._decisions,
+            self._items,
+            self._windows,
+            self._runs,
+            self._run_ends,
+            self._champions,
+        )
+        for collection in collections:
             expired = self._where(collection, "expire_at", "<=", moment).select([])
             while deleted < budget:
                 wanted = min(_WRITE_BATCH, budget - deleted)
@@ -838,3 +862,165 @@ class FirestoreStore:
                 if len(docs) < wanted:
                     break
         return deleted
+
+    # -- run outcomes ------------------------------------------------------------------------
+    # retrain_runs/{page key: 13-digit countdown of the submission's ms}|{job_id}
+    #     route, job_id, state, check_after (seconds or null), expire_at, record (JSON text)
+    # retrain_run_ends/{job_id}     the run's end was recorded ("ended once"): expire_at
+    # retrain_champions/{route}__{sha256(job_id|version)[:24]}
+    #     route, changed_at, expire_at, record (JSON text)
+    # Ids in page-key order make a route's runs newest first with an equality filter only.
+
+    @staticmethod
+    def _run_fields(record: RunRecord) -> dict[str, Any]:
+        import json
+
+        return {
+            "route": record.route,
+            "job_id": record.job_id,
+            "state": record.state,
+            "check_after": record.check_after,
+            "expire_at": _timestamp(record.expire_at or 0.0),
+            "record": json.dumps(record.to_dict(), sort_keys=True, default=str),
+        }
+
+    @staticmethod
+    def _run_of(data: Mapping[str, Any]) -> RunRecord:
+        import json
+
+        return RunRecord.from_dict(json.loads(data.get("record") or "{}"))
+
+    def _run_doc(self, job_id: str, transaction: Any = None) -> Any:
+        query = self._where(self._runs, "job_id", "==", job_id).limit(1)
+        docs = list(query.stream(transaction=transaction))
+        return docs[0] if docs else None
+
+    def record_run(self, record: RunRecord, ttl_seconds: float) -> RunRecord:
+        import dataclasses
+
+        check_route(record.route)
+        check_run_state(record.state)
+        stored = dataclasses.replace(
+            record, expire_at=record.submitted_at + positive_ttl(ttl_seconds)
+        )
+        existing = self._call(self._run_doc, record.job_id)
+        if existing is not None:  # recorded already (by another submission time)
+            return self._run_of(existing.to_dict())
+        ref = self._runs.document(run_page_key(stored))
+
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, RunRecord]:
+            if data is not None:
+                return None, self._run_of(data)
+            return ("put", self._run_fields(stored)), stored
+
+        return self._conditional(ref, decide)
+
+    def get_run(self, job_id: str) -> RunRecord | None:
+        doc = self._call(self._run_doc, job_id)
+        return self._run_of(doc.to_dict()) if doc is not None else None
+
+    def end_run(self, end: RunEnd, ttl_seconds: float) -> tuple[RunRecord, bool]:
+        check_run_state(end.state)
+        ttl = positive_ttl(ttl_seconds)
+        marker = self._run_ends.document(end.job_id)
+
+        def body(tx: Any) -> tuple[RunRecord, bool]:
+            ended_before = marker.get(transaction=tx).exists
+            doc = self._run_doc(end.job_id, tx)
+            record = self._run_of(doc.to_dict()) if doc is not None else None
+            if ended_before or (record is not None and record.ended):
+                return (record or unknown_run(end)), False
+            ended = ended_record(record or unknown_run(end), end, end.ended_at + ttl)
+            ref = doc.reference if doc is not None else self._runs.document(run_page_key(ended))
+            tx.set(ref, self._run_fields(ended))
+            tx.set(marker, {"expire_at": _timestamp(end.ended_at + ttl)})
+            return ended, True
+
+        return self._retrying(lambda: self._in_transaction(body), "run end")
+
+    def runs_to_check(self, now: float, limit: int = 100) -> list[RunRecord]:
+        query = self._where(self._runs, "check_after", "<=", now).limit(max(int(limit), 1))
+        docs = self._call(lambda: list(query.stream()))
+        records = [self._run_of(doc.to_dict()) for doc in docs]
+        return [r for r in records if not r.ended][: max(int(limit), 0)]
+
+    def defer_check(self, job_id: str, check_after: float) -> None:
+        doc = self._call(self._run_doc, job_id)
+        if doc is None:
+            return
+
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, None]:
+            import dataclasses
+
+            if data is None:
+                return None, None
+            record = self._run_of(data)
+            if record.ended:
+                return None, None
+            moved = dataclasses.replace(record, check_after=check_after)
+            return ("update", self._run_fields(moved)), None
+
+        self._conditional(doc.reference, decide)
+
+    def mark_notified(self, job_id: str) -> None:
+        import dataclasses
+
+        doc = self._call(self._run_doc, job_id)
+        if doc is None:
+            return
+
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, None]:
+            if data is None:
+                return None, None
+            record = dataclasses.replace(self._run_of(data), notified=True)
+            return ("update", self._run_fields(record)), None
+
+        self._conditional(doc.reference, decide)
+
+    def list_runs(
+        self, route: str | None, limit: int = DEFAULT_RUN_LIMIT, page_token: str | None = None
+    ) -> tuple[list[RunRecord], str | None]:
+        size = max(int(limit), 1)
+        query: Any = self._runs
+        if route:
+            query = self._where(query, "route", "==", check_route(route))
+        if page_token:
+            start = self._runs.document(check_page_token(page_token))
+            query = self._where(query, self._document_id, ">", start)
+        query = query.limit(size + 1)
+        docs = self._call(lambda: list(query.stream()))
+        records = [self._run_of(doc.to_dict()) for doc in docs[:size]]
+        token = docs[size - 1].id if len(docs) > size else None
+        return records, token
+
+    def record_champion(self, change: ChampionChange, ttl_seconds: float) -> bool:
+        import json
+
+        check_route(change.route)
+        ref = self._champions.document(champion_id(change))
+        fields = {
+            "route": change.route,
+            "changed_at": change.changed_at,
+            "expire_at": _timestamp(change.changed_at + positive_ttl(ttl_seconds)),
+            "record": json.dumps(change.to_dict(), sort_keys=True),
+        }
+        try:
+            ref.create(fields)
+        except self._errors.AlreadyExists:
+            return False
+        except self._errors.GoogleAPICallError as exc:
+            raise self._error(exc) from exc
+        return True
+
+    def champion_history(
+        self, route: str, limit: int = DEFAULT_CHAMPION_LIMIT
+    ) -> list[ChampionChange]:
+        import json
+
+        query = self._where(self._champions, "route", "==", check_route(route))
+        changes = [
+            ChampionChange.from_dict(json.loads(doc.to_dict().get("record") or "{}"))
+            for doc in self._scan(query)
+        ]
+        changes.sort(key=lambda c: (c.changed_at, c.job_id, c.version))
+        return changes[-max(int(limit), 1) :]

@@ -30,6 +30,7 @@ transaction; split by state kind, the schema and its migration would be spread o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -40,25 +41,37 @@ from typing import Any
 from retrain_trigger import _sqlite
 from retrain_trigger.errors import StoreError
 from retrain_trigger.store.base import (
+    DEFAULT_CHAMPION_LIMIT,
     DEFAULT_DECISION_LIMIT,
     DEFAULT_OBJECT_LIMIT,
     DEFAULT_PURGE_LIMIT,
     DEFAULT_RETENTION_SECONDS,
+    DEFAULT_RUN_LIMIT,
     ActiveJob,
+    ChampionChange,
     DecisionRecord,
     Pause,
     Pending,
+    RunEnd,
+    RunRecord,
     Window,
     WindowInfo,
     WindowItem,
     WindowState,
+    champion_id,
+    check_page_token,
     check_route,
+    check_run_state,
+    ended_record,
     new_window_id,
     object_key,
+    run_page_key,
+    unknown_run,
 )
+from retrain_trigger.store.base import positive_ttl as _positive
 
 STATE_FILE = "state.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_BUSY_TIMEOUT = _sqlite.DEFAULT_BUSY_TIMEOUT
 
 _SCHEMA = """
@@ -142,6 +155,31 @@ _ADDED_COLUMNS = (
     ("active", "others", "TEXT NOT NULL DEFAULT '[]'"),
     ("active", "revision", "INTEGER NOT NULL DEFAULT 0"),
 )
+# Run outcomes (schema version 3): created with the schema, so a version 2 file gains them too.
+_RUN_OUTCOMES_SCHEMA = """;
+CREATE TABLE IF NOT EXISTS runs (
+    job_id      TEXT PRIMARY KEY,
+    route       TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    page_key    TEXT NOT NULL,
+    check_after REAL,
+    expire_at   REAL,
+    record      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_route ON runs (route, page_key);
+CREATE INDEX IF NOT EXISTS runs_by_page ON runs (page_key);
+CREATE INDEX IF NOT EXISTS runs_to_check ON runs (check_after) WHERE check_after IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_by_expiry ON runs (expire_at);
+CREATE TABLE IF NOT EXISTS champions (
+    id         TEXT PRIMARY KEY,
+    route      TEXT NOT NULL,
+    changed_at REAL NOT NULL,
+    expire_at  REAL NOT NULL,
+    record     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS champions_by_route ON champions (route, changed_at);
+CREATE INDEX IF NOT EXISTS champions_by_expiry ON champions (expire_at);
+"""
 _EXPIRY_INDEXES = """
 CREATE INDEX IF NOT EXISTS windows_by_expiry ON windows (expire_at) WHERE expire_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS window_items_by_expiry ON window_items (expire_at)
@@ -216,7 +254,7 @@ class SQLiteStore:
         self.retention_seconds = float(retention_seconds)
         self._clock = clock
         self._db = _sqlite.Database(self.path, error=_store_error, busy_timeout=busy_timeout)
-        self._db.init_schema(_SCHEMA, SCHEMA_VERSION, self._migrate)
+        self._db.init_schema(_SCHEMA + _RUN_OUTCOMES_SCHEMA, SCHEMA_VERSION, self._migrate)
 
     @classmethod
     def for_state_dir(cls, state_dir: str | os.PathLike[str], **kwargs: Any) -> SQLiteStore:
@@ -258,6 +296,147 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Nothing to release: connections live for one operation."""
+
+    # -- run outcomes (version 3: the runs and champions tables, created with the schema) -----
+
+    def record_run(self, record: RunRecord, ttl_seconds: float) -> RunRecord:
+        check_route(record.route)
+        check_run_state(record.state)
+        expire_at = record.submitted_at + _positive(ttl_seconds)
+        with self._write() as conn:
+            row = conn.execute("SELECT record FROM runs WHERE job_id = ?", (record.job_id,))
+            found = row.fetchone()
+            if found:
+                return RunRecord.from_dict(json.loads(found["record"]))
+            stored = dataclasses.replace(record, expire_at=expire_at)
+            self._put_run(conn, stored)
+            return stored
+
+    @staticmethod
+    def _put_run(conn: sqlite3.Connection, record: RunRecord) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO runs (job_id, route, state, page_key, check_after, "
+            "expire_at, record) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.job_id,
+                record.route,
+                record.state,
+                run_page_key(record),
+                record.check_after,
+                record.expire_at,
+                json.dumps(record.to_dict(), sort_keys=True, default=str),
+            ),
+        )
+
+    def get_run(self, job_id: str) -> RunRecord | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT record FROM runs WHERE job_id = ?", (job_id,)).fetchone()
+        return RunRecord.from_dict(json.loads(row["record"])) if row else None
+
+    def end_run(self, end: RunEnd, ttl_seconds: float) -> tuple[RunRecord, bool]:
+        check_run_state(end.state)
+        ttl = _positive(ttl_seconds)
+        with self._write() as conn:
+            row = conn.execute("SELECT record FROM runs WHERE job_id = ?", (end.job_id,))
+            found = row.fetchone()
+            record = RunRecord.from_dict(json.loads(found["record"])) if found else None
+            if record is not None and record.ended:
+                return record, False
+            if record is None:
+                record = unknown_run(end)
+            ended = ended_record(record, end, end.ended_at + ttl)
+            self._put_run(conn, ended)
+            return ended, True
+
+    def runs_to_check(self, now: float, limit: int = 100) -> list[RunRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT record FROM runs WHERE state NOT IN ('SUCCEEDED', 'FAILED', "
+                "'CANCELLED') AND check_after IS NOT NULL AND check_after <= ? "
+                "ORDER BY check_after LIMIT ?",
+                (now, max(int(limit), 0)),
+            ).fetchall()
+        return [RunRecord.from_dict(json.loads(row["record"])) for row in rows]
+
+    def defer_check(self, job_id: str, check_after: float) -> None:
+        with self._write() as conn:
+            row = conn.execute("SELECT record FROM runs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                return
+            record = RunRecord.from_dict(json.loads(row["record"]))
+            if record.ended:
+                return
+            self._put_run(conn, dataclasses.replace(record, check_after=check_after))
+
+    def mark_notified(self, job_id: str) -> None:
+        with self._write() as conn:
+            row = conn.execute("SELECT record FROM runs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is not None:
+                record = RunRecord.from_dict(json.loads(row["record"]))
+                self._put_run(conn, dataclasses.replace(record, notified=True))
+
+    def list_runs(
+        self, route: str | None, limit: int = DEFAULT_RUN_LIMIT, page_token: str | None = None
+    ) -> tuple[list[RunRecord], str | None]:
+        size = max(int(limit), 1)
+        sql = "SELECT page_key, record FROM runs WHERE 1 = 1"
+        args: list[Any] = []
+        if route:
+            sql += " AND route = ?"
+            args.append(check_route(route))
+        if page_token:
+            sql += " AND page_key > ?"
+            args.append(check_page_token(page_token))
+        sql += " ORDER BY page_key LIMIT ?"
+        args.append(size + 1)
+        with self._read() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        records = [RunRecord.from_dict(json.loads(row["record"])) for row in rows[:size]]
+        token = rows[size - 1]["page_key"] if len(rows) > size else None
+        return records, token
+
+    def record_champion(self, change: ChampionChange, ttl_seconds: float) -> bool:
+        check_route(change.route)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO champions (id, route, changed_at, expire_at, record) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    champion_id(change),
+                    change.route,
+                    change.changed_at,
+                    change.changed_at + _positive(ttl_seconds),
+                    json.dumps(change.to_dict(), sort_keys=True),
+                ),
+            )
+            return cursor.rowcount > 0
+
+    def champion_history(
+        self, route: str, limit: int = DEFAULT_CHAMPION_LIMIT
+    ) -> list[ChampionChange]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT record FROM (SELECT record, changed_at, id FROM champions "
+                "WHERE route = ? ORDER BY changed_at DESC, id DESC LIMIT ?) "
+                "ORDER BY changed_at, id",
+                (check_route(route), max(int(limit), 1)),
+            ).fetchall()
+        return [ChampionChange.from_dict(json.loads(row["record"])) for row in rows]
+
+    def _purge_run_outcomes(self, now: float, budget: int) -> int:
+        deleted = 0
+        for table in ("runs", "champions"):
+            if deleted >= budget:
+                break
+            with self._write() as conn:
+                deleted += conn.execute(
+                    f"DELETE FROM {table} WHERE rowid IN "
+                    f"(SELECT rowid FROM {table} WHERE expire_at <= ? LIMIT ?)",
+                    (now, budget - deleted),
+                ).rowcount
+        return deleted
+
+    # -- end of run outcomes ------------------------------------------------------------------
 
     # -- windows -----------------------------------------------------------------------------
 
@@ -686,4 +865,6 @@ class SQLiteStore:
                 break
             with self._write() as conn:
                 deleted += conn.execute(statement, (now, budget - deleted)).rowcount
+        if deleted < budget:  # run outcomes
+            deleted += self._purge_run_outcomes(now, budget - deleted)
         return deleted

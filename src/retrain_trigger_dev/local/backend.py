@@ -107,6 +107,7 @@ class Worker:
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         stop_grace: float = DEFAULT_STOP_GRACE,
         command: Command | None = None,
+        reporter: Any = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -122,6 +123,8 @@ class Worker:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._wake = threading.Event()
         self._stopping = False
+        # Reports each ended run to the trigger (retrain_trigger_dev.local.outcomes), if set.
+        self.reporter = reporter
 
     @classmethod
     def from_config(cls, config: Config, **options: Any) -> Worker:
@@ -166,6 +169,11 @@ class Worker:
                     logger.warning("local worker pass failed, retrying: %s", exc)
                 except Exception:
                     logger.exception("local worker pass failed, retrying")
+                if self.reporter is not None:
+                    try:
+                        self.reporter.report()
+                    except Exception:
+                        logger.exception("local worker: reporting outcomes failed, retrying")
                 if stop_event.is_set():
                     break
                 self._wake.wait(self.poll_interval)

@@ -24,6 +24,7 @@ before it fails with a retryable error; every SQLite error leaves the ledger as
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import math
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 LEDGER_FILE = "runs.sqlite3"
 RUNS_DIR = "runs"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_BUSY_TIMEOUT = _sqlite.DEFAULT_BUSY_TIMEOUT
 
 PENDING = "PENDING"
@@ -95,6 +96,10 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, create_time);
 CREATE INDEX IF NOT EXISTS runs_by_route ON runs (route, create_time);
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (create_time);
+CREATE TABLE IF NOT EXISTS outcome_reports (
+    job_id      TEXT PRIMARY KEY REFERENCES runs (job_id),
+    reported_at REAL NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -451,6 +456,26 @@ class Ledger:
                 ),
             )
             return cursor.rowcount == 1
+
+    # -- run outcomes (version 2: which ended runs the worker has reported to the trigger) -----
+
+    def unreported_ends(self, limit: int = 20) -> builtins.list[RunRecord]:
+        """Ended runs whose outcome has not been reported yet, oldest end first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM runs WHERE state IN (?, ?, ?) AND NOT EXISTS "
+                "(SELECT 1 FROM outcome_reports o WHERE o.job_id = runs.job_id) "
+                "ORDER BY end_time LIMIT ?",
+                (SUCCEEDED, FAILED, CANCELLED, max(int(limit), 1)),
+            ).fetchall()
+        return [RunRecord.from_row(row) for row in rows]
+
+    def mark_reported(self, job_id: str, *, now: float | None = None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO outcome_reports (job_id, reported_at) VALUES (?, ?)",
+                (job_id, time.time() if now is None else now),
+            )
 
     def cancel(self, job_id: str, *, now: float | None = None) -> RunRecord:
         """PENDING -> CANCELLED at once; RUNNING -> CANCELLING (the run's process stops itself).

@@ -8,6 +8,7 @@ name), optionally the streams to write to, and returns the exit status.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -309,10 +310,79 @@ def run_summary(record: Any) -> dict[str, Any]:
     }
 
 
+def _reported(outputs: dict[str, Any], error: str) -> str:
+    """What a run reported, whatever its pipeline: its error, else its scalar outputs."""
+    if error:
+        return _short(error.splitlines()[0], 70)
+    parts = []
+    for name, value in sorted(outputs.items()):
+        if isinstance(value, bool):
+            parts.append(f"{name}={'yes' if value else 'no'}")
+        elif isinstance(value, float):
+            parts.append(f"{name}={value:.4f}")
+        elif isinstance(value, int | str) and len(str(value)) <= 40:
+            parts.append(f"{name}={value}")
+    return _short(" ".join(parts), 70) or "-"
+
+
+def _vertex_runs(args: argparse.Namespace, config: Any, out: IO[str]) -> int:
+    """``runs`` against Vertex AI: the trigger's jobs, found by their ``retrain-route`` label."""
+    from retrain_trigger.backends import create_backend
+    from retrain_trigger.constants import KIND_LABEL
+
+    backend = create_backend(config)
+    if args.action == "show":
+        if not args.job_id:
+            write_line(out, "runs show needs a JOB_ID")
+            return 2
+        try:
+            status = backend.get(args.job_id)
+        except KeyError:
+            write_line(out, f"no run {args.job_id} in {config.project}/{config.region}")
+            return 1
+        shown = dataclasses.asdict(status)
+        if args.json:
+            write_line(out, json.dumps(shown, indent=2, default=str))
+            return 0
+        for key in ("job_id", "job_name", "state", "route", "run_key", "create_time", "end_time"):
+            write_line(out, f"{key:<14} {shown[key]}")
+        for name, value in sorted(status.parameters.items()):
+            write_line(out, f"{'parameter':<14} {name} = {value}")
+        if status.error:
+            write_line(out, f"{'error':<14} {status.error}")
+        return 0
+    jobs = backend.list(route=args.route, limit=args.limit, state=args.state)
+    if args.json:
+        write_line(out, json.dumps([dataclasses.asdict(j) for j in jobs], indent=2, default=str))
+        return 0
+    if not jobs:
+        write_line(out, f"no runs of the trigger in {config.project}/{config.region}")
+        return 0
+    write_line(
+        out, f"{'JOB ID':<48} {'ROUTE':<12} {'KIND':<6} {'STATE':<10} {'CREATED':<20}  REPORTED"
+    )
+    for job in jobs:
+        write_line(
+            out,
+            f"{_short(job.job_id, 48):<48} {_short(job.route, 12):<12} "
+            f"{job.labels.get(KIND_LABEL, '-'):<6} {job.state:<10} {job.create_time[:19]:<20}  "
+            f"{_reported(job.outputs, job.error)}",
+        )
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    from retrain_trigger.config import load_config
+    from retrain_trigger.errors import ConfigError
     from retrain_trigger_dev.local.ledger import Ledger, ledger_path
 
     out = out or sys.stdout
+    try:
+        config = load_config(overrides=_overrides(args))
+    except ConfigError:
+        config = None
+    if config is not None and config.backend == "vertex":
+        return _vertex_runs(args, config, out)
     state_dir = _state_dir(_overrides(args))
     if not os.path.exists(ledger_path(state_dir)):
         write_line(out, f"no runs yet: {ledger_path(state_dir)} does not exist")
@@ -368,20 +438,15 @@ def cmd_runs(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     if not records:
         write_line(out, f"no runs in {ledger.path}")
         return 0
-    write_line(
-        out,
-        f"{'JOB ID':<48} {'STATE':<10} {'CREATED':<20} {'DURATION':>8}  {'ACCURACY':>8}  VERSION",
-    )
+    write_line(out, f"{'JOB ID':<48} {'STATE':<10} {'CREATED':<20} {'DURATION':>8}  REPORTED")
     for record in records:
         summary = run_summary(record)
         duration = summary["duration_seconds"]
-        accuracy = summary["metrics"].get("accuracy")
         write_line(
             out,
             f"{_short(record.job_id, 48):<48} {record.state:<10} {summary['create_time'][:19]:<20} "
             f"{(f'{duration:.1f}s' if duration is not None else '-'):>8}  "
-            f"{(f'{accuracy:.4f}' if isinstance(accuracy, int | float) else '-'):>8}  "
-            f"{summary['version'] or '-'}",
+            f"{_reported(record.outputs or {}, record.error)}",
         )
     return 0
 

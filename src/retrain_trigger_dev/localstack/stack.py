@@ -53,6 +53,7 @@ DEFAULT_BUCKET = "retrain-local"
 DEFAULT_PROJECT = "retrain-local"
 DEFAULT_TOPIC = "gcs-notifications"
 DEFAULT_SUBSCRIPTION = "retrain-event-push"
+OUTCOME_TOPIC = "retrain-run-outcomes"
 ROUTE = "mnist"
 DATA_PREFIX = "data/"
 MARKER = "_SUCCESS"
@@ -152,6 +153,7 @@ def local_config(
     state_dir: str,
     quiet_seconds: int = WINDOW_QUIET_SECONDS,
     max_wait_seconds: int = WINDOW_MAX_WAIT_SECONDS,
+    concurrency: str = "allow",
 ) -> dict[str, Any]:
     """The stack's configuration: one route fed by data, code and base-model changes.
 
@@ -184,6 +186,7 @@ def local_config(
                 },
                 "code": True,
                 "model": True,
+                "concurrency": concurrency,
             }
         ],
     }
@@ -303,6 +306,7 @@ class Stack:
         persist: bool = False,
         ready_timeout: float = 60.0,
         settings: Mapping[str, str] | None = None,
+        concurrency: str = "allow",
         config_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -321,6 +325,7 @@ class Stack:
         self.window_quiet_seconds = window_quiet_seconds
         self.window_max_wait_seconds = window_max_wait_seconds
         self.run_worker = worker
+        self.concurrency = concurrency  # the route's policy: allow, skip_if_running, queue_latest
         self.persist = persist
         self.ready_timeout = ready_timeout
         # Settings given on the command line (by variable name): the children get them too,
@@ -380,6 +385,30 @@ class Stack:
     @property
     def topic(self) -> str:
         return f"projects/{self.project}/topics/{self.topic_id}"
+
+    def worker_command(self) -> list[str]:
+        """The worker's command line: it runs the ledger's runs and reports each run's end to
+        the outcome topic (through the emulator, or POSTed as a push without it)."""
+        command = [
+            sys.executable,
+            "-m",
+            "retrain_trigger_dev.localstack.worker",
+            "--config",
+            str(self.config_path),
+            "--outcome-topic",
+            self.outcome_topic,
+        ]
+        if self.mode != "pubsub":
+            command += ["--outcome-push-url", self.function_gcs_url]
+        return command
+
+    def worker_env(self) -> dict[str, str]:
+        return self._child_env({})
+
+    @property
+    def outcome_topic(self) -> str:
+        """Where the worker reports run ends (the exit task's topic in production)."""
+        return f"projects/{self.project}/topics/{OUTCOME_TOPIC}"
 
     @property
     def subscription(self) -> str:
@@ -523,6 +552,7 @@ class Stack:
             state_dir=str(self.state_dir),
             quiet_seconds=self.window_quiet_seconds,
             max_wait_seconds=self.window_max_wait_seconds,
+            concurrency=self.concurrency,
         )
         header = (
             "# Written by `retrain-trigger up` for the local stack; regenerated on every start.\n"
@@ -543,6 +573,7 @@ class Stack:
                 "RETRAIN_STORE": "sqlite",
                 # The stack's own worker runs the pipelines; the functions only submit.
                 "RETRAIN_LOCAL_WORKER": "false",
+                "RETRAIN_OUTCOME_TOPIC": self.outcome_topic,
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -650,14 +681,8 @@ class Stack:
                 sup.start(
                     ServiceSpec(
                         "worker",
-                        [
-                            sys.executable,
-                            "-m",
-                            "retrain_trigger_dev.localstack.worker",
-                            "--config",
-                            str(self.config_path),
-                        ],
-                        env=self._child_env({}),
+                        self.worker_command(),
+                        env=self.worker_env(),
                         cwd=str(source),
                         ready=None,
                         stop_timeout=15.0,
@@ -736,6 +761,24 @@ class Stack:
                     # Acknowledged messages are kept so that a seek can replay them.
                     "retain_acked_messages": True,
                     "message_retention_duration": duration_pb2.Duration(seconds=7 * 86400),
+                },
+                timeout=30,
+            )
+        except gexc.AlreadyExists:
+            pass
+        # Run outcomes: the worker publishes here, the push reaches function_gcs at the topic's
+        # path, so the function takes them as run outcomes (RETRAIN_OUTCOME_TOPIC).
+        with contextlib.suppress(gexc.AlreadyExists):
+            publisher.create_topic(request={"name": self.outcome_topic}, timeout=30)
+        try:
+            subscriber.create_subscription(
+                request={
+                    "name": f"projects/{self.project}/subscriptions/{OUTCOME_TOPIC}-push",
+                    "topic": self.outcome_topic,
+                    "push_config": {
+                        "push_endpoint": f"{self.function_gcs_url}/{self.outcome_topic}"
+                    },
+                    "ack_deadline_seconds": 60,
                 },
                 timeout=30,
             )

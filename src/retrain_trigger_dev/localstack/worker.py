@@ -21,6 +21,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--config", default=None, help="configuration file (default: $RETRAIN_CONFIG)"
     )
+    parser.add_argument(
+        "--outcome-topic",
+        default="",
+        help="report each run's end to this topic (projects/<p>/topics/<t>)",
+    )
+    parser.add_argument(
+        "--outcome-push-url",
+        default="",
+        help="without the Pub/Sub emulator: POST the push body to <URL>/<topic> instead",
+    )
     args = parser.parse_args(argv)
 
     from retrain_trigger.config import load_config
@@ -43,7 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from retrain_trigger_dev.local.backend import run_worker
 
-    run_worker(config, stop)
+    options = {}
+    if args.outcome_topic:
+        from retrain_trigger_dev.local import outcomes
+        from retrain_trigger_dev.local.ledger import Ledger
+
+        deliver: outcomes.Deliver
+        if args.outcome_push_url:
+            deliver = outcomes.PushDelivery(args.outcome_push_url, args.outcome_topic)
+        else:
+            deliver = outcomes.PubSubDelivery(args.outcome_topic)
+        options["reporter"] = outcomes.OutcomeReporter(
+            Ledger.for_state_dir(config.state_dir), deliver
+        )
+    run_worker(config, stop, **options)
     return 0
 
 
