@@ -14,6 +14,11 @@
   that would crash the framework or the CloudEvents SDK before our code (deep nesting, invalid
   ``data_base64``, a JSON list, a push message without ``data``) become logged, acknowledged
   rejections, and raw Pub/Sub push bodies are decoded here rather than by the framework.
+- Messages of the outcome topic (``RETRAIN_OUTCOME_TOPIC``) go to :mod:`retrain_trigger.outcomes`.
+
+(Above ~400 lines on purpose: everything between a request and the core, for both functions, in
+one place a reviewer reads top to bottom: what is answered before authentication, what is
+acknowledged and what is redelivered must be seen together to be checked.)
 """
 
 from __future__ import annotations
