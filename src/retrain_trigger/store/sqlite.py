@@ -42,6 +42,7 @@ from retrain_trigger.errors import StoreError
 from retrain_trigger.store.base import (
     DEFAULT_DECISION_LIMIT,
     DEFAULT_OBJECT_LIMIT,
+    DEFAULT_PAGE_SIZE,
     DEFAULT_PURGE_LIMIT,
     DEFAULT_RETENTION_SECONDS,
     ActiveJob,
@@ -51,6 +52,9 @@ from retrain_trigger.store.base import (
     WindowInfo,
     WindowItem,
     WindowState,
+    check_object_filter,
+    check_page_limit,
+    check_page_token,
     check_route,
     new_window_id,
     object_key,
@@ -150,6 +154,19 @@ CREATE INDEX IF NOT EXISTS window_items_by_expiry ON window_items (expire_at)
 _WINDOW_COLUMNS = (
     "window_id, route, state, opened_at, last_event_at, item_count, owner, lease_until, "
     "claimed_at, claims, manifest_uri, run_key, job_id, job_name, closed_at, expire_at"
+)
+
+
+# ``gs://bucket/object`` of a recorded decision, as ``base.entry_object_uri`` reads it from the
+# entry (its trigger's bucket and object, else a ``gs://`` ``gs_uri``), for the object filter.
+_ENTRY_OBJECT_URI = (
+    "CASE WHEN json_type(entry, '$.trigger') = 'object' "
+    "AND COALESCE(json_extract(entry, '$.trigger.bucket'), '') != '' "
+    "AND COALESCE(json_extract(entry, '$.trigger.object'), '') != '' "
+    "THEN 'gs://' || json_extract(entry, '$.trigger.bucket') || '/' "
+    "|| json_extract(entry, '$.trigger.object') "
+    "WHEN substr(COALESCE(json_extract(entry, '$.gs_uri'), ''), 1, 5) = 'gs://' "
+    "THEN json_extract(entry, '$.gs_uri') ELSE '' END"
 )
 
 
@@ -634,3 +651,39 @@ class SQLiteStore:
             with self._write() as conn:
                 deleted += conn.execute(statement, (now, budget - deleted)).rowcount
         return deleted
+
+    # -- decision paging (the status page) ---------------------------------------------------
+
+    def page_decisions(
+        self,
+        route: str | None = None,
+        outcome: str | None = None,
+        object_contains: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        page_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Ids count milliseconds down, so id order is newest first and the last id of a page
+        is the cursor of the next: one indexed range, however deep the page."""
+        limit = check_page_limit(limit)
+        after = check_page_token(page_token)
+        needle = check_object_filter(object_contains)
+        sql = "SELECT id, entry, expire_at FROM decisions WHERE expire_at > ?"
+        args: list[Any] = [self._clock()]
+        if after is not None:
+            sql += " AND id > ?"
+            args.append(after)
+        if route is not None:
+            sql += " AND route = ?"
+            args.append(str(route))
+        if outcome is not None:
+            sql += " AND outcome = ?"
+            args.append(str(outcome))
+        if needle is not None:
+            sql += f" AND object_key != '' AND instr({_ENTRY_OBJECT_URI}, ?) > 0"
+            args.append(needle)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit + 1)
+        with self._read() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        page = [DecisionRecord.output(r["id"], r["entry"], r["expire_at"]) for r in rows[:limit]]
+        return page, (rows[limit - 1]["id"] if len(rows) > limit else None)

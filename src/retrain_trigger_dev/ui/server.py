@@ -1,0 +1,63 @@
+"""Serving the status page: a threaded WSGI server on one address, in the foreground (``ui``)
+or in a background thread (``up``).
+
+It binds 127.0.0.1 unless told otherwise; port 0 takes any free port, and the address actually
+bound is what :attr:`UIServer.url` reports (so that callers never race for a port).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from typing import Any
+
+from werkzeug.serving import make_server
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class UIServer:
+    """The status page's WSGI server (werkzeug's, one thread per request)."""
+
+    def __init__(self, app: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+        self._server = make_server(host, port, app, threaded=True)
+        self.host = host
+        self.port = int(self._server.server_port)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever(poll_interval=0.2)
+
+    def start(self) -> UIServer:
+        """Serves in a daemon thread until :meth:`stop`."""
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="retrain-status-page", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops serving (the background thread, if any) and closes the socket."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._server.server_close()
