@@ -68,30 +68,45 @@ routes:
 
 
 def fill(state_dir: Path, now: float) -> None:
-    """10,000 decisions over the last ~3 hours, an open window and a queued run."""
+    """10,000 decisions over the last ~3 hours, an open window and a queued run.
+
+    The decisions are prepared as ``record_decision`` prepares them and inserted in one
+    transaction (one at a time, each in its own transaction, takes minutes on a busy disk)."""
     from retrain_trigger.store import SQLiteStore, WindowItem
+    from retrain_trigger.store.base import DecisionRecord
 
     store = SQLiteStore.for_state_dir(state_dir)
+    records = []
     for n in range(DECISIONS):
         outcome = OUTCOMES[n % len(OUTCOMES)]
         obj = f"data/2026-11-{n % 10 + 10:02d}/part-{n:05d}.csv"
-        store.record_decision(
-            {
-                "time": now - DECISIONS + n,
-                "outcome": outcome,
-                "reason": "" if outcome == "submitted" else f"{outcome} for a reason",
-                "route": ROUTE,
-                "run_key": f"gs://bench-bucket/{obj}#{n + 1}",
-                "job_id": f"mnist-data-{n:05d}" if outcome in ("submitted", "duplicate") else "",
-                "trigger": {
-                    "kind": "data",
-                    "bucket": "bench-bucket",
-                    "object": obj,
-                    "generation": str(n + 1),
-                },
-                "window_id": "",
+        entry = {
+            "time": now - DECISIONS + n,
+            "outcome": outcome,
+            "reason": "" if outcome == "submitted" else f"{outcome} for a reason",
+            "route": ROUTE,
+            "run_key": f"gs://bench-bucket/{obj}#{n + 1}",
+            "job_id": f"mnist-data-{n:05d}" if outcome in ("submitted", "duplicate") else "",
+            "trigger": {
+                "kind": "data",
+                "bucket": "bench-bucket",
+                "object": obj,
+                "generation": str(n + 1),
             },
-            30 * 86400.0,
+            "window_id": "",
+        }
+        records.append(DecisionRecord.prepare(entry, 30 * 86400.0, now))
+    with store._write() as conn:
+        conn.executemany(
+            "INSERT INTO decisions (id, time, expire_at, route, outcome, object_key, run_key, "
+            "job_id, window_id, entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    *(r.id, r.time, r.expire_at, r.route, r.outcome, r.object_key, r.run_key),
+                    *(r.job_id, r.window_id, r.entry_json),
+                )
+                for r in records
+            ],
         )
     for n in range(WINDOW_OBJECTS):
         item = WindowItem(
@@ -194,7 +209,11 @@ def _browser_load(driver: Any, url: str) -> tuple[float, float]:
 
 def measure(repeats: int = REPEATS) -> tuple[list[Row], dict[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix="retrain-bench-ui-"))
-    details: dict[str, Any] = {"decisions": DECISIONS, "window_objects": WINDOW_OBJECTS}
+    details: dict[str, Any] = {
+        "decisions": DECISIONS,
+        "window_objects": WINDOW_OBJECTS,
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+    }
     server: _Server | None = None
     driver: Any = None
     try:
@@ -266,6 +285,7 @@ def measure(repeats: int = REPEATS) -> tuple[list[Row], dict[str, Any]]:
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
+    details["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     newest = details["pages"]["newest"]
     full_key = "browser_load_ms" if "browser_load_ms" in newest else "http_last_byte_ms"
     how = "chromium load event" if full_key == "browser_load_ms" else "HTTP last byte (no browser)"

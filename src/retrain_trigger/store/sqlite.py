@@ -15,7 +15,8 @@ Tables::
     pending       (route PK, run_key, request_json, queued_at)
     active        (route PK, job_id, job_name, started_at, lease_until, others, revision)
     decisions     (id PK, time, expire_at, route, outcome, object_key, run_key, job_id,
-                   window_id, entry)              indexed by object, route, outcome, time, expiry
+                   window_id, entry)              indexed by object, route, outcome, time, expiry;
+                                                  and by (route, id), (outcome, id) for paging
 
 ``expire_at`` of a window and its items is set when the window closes (close time plus
 ``retention_seconds``); :meth:`SQLiteStore.purge_expired` deletes what expired, a bounded number
@@ -135,6 +136,8 @@ CREATE INDEX IF NOT EXISTS decisions_by_route ON decisions (route, time DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_outcome ON decisions (outcome, time DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (time DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_expiry ON decisions (expire_at);
+CREATE INDEX IF NOT EXISTS decisions_by_route_id ON decisions (route, id);
+CREATE INDEX IF NOT EXISTS decisions_by_outcome_id ON decisions (outcome, id);
 """
 
 # Columns added after version 1, with their declarations (ALTER TABLE ... ADD COLUMN).
