@@ -134,9 +134,9 @@ def config(tmp_path: Path) -> Any:
     return load_config(path, env={})
 
 
-@pytest.fixture
-def store(clock: Clock) -> MemoryStore:
-    """A store with a bit of everything: decisions, a window, a queued run, runs, champions."""
+def filled_store(clock: Clock) -> MemoryStore:
+    """A store with a bit of everything: decisions, a window, a queued run, runs, champions,
+    a pause, and an object name with markup (the browser tests show it too)."""
     s = MemoryStore(clock)
     s.record_decision(decision(T0 - 3000, "submitted", job_id="mnist-data-old"), DAY)
     s.record_decision(decision(T0 - 2000, "skipped", obj="data/_SUCCESS", reason="0 bytes"), DAY)
@@ -202,6 +202,11 @@ def store(clock: Clock) -> MemoryStore:
     ]
     s.pauses = {"churn": Pause("churn", "bad labels <upstream>", "ops@example.com", T0 - 4000)}
     return s
+
+
+@pytest.fixture
+def store(clock: Clock) -> MemoryStore:
+    return filled_store(clock)
 
 
 def client_for(config: Any, store: Any, clock: Clock, backend: Any = None) -> FlaskClient:

@@ -15,7 +15,6 @@ control characters, well-formed page tokens): anything else is a 400 page that s
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from typing import Any
 
@@ -79,8 +78,9 @@ def _size(count: int | None) -> str:
     return f"{value:.1f} TiB"  # pragma: no cover - the loop returns at GiB
 
 
-def _parameters(values: dict[str, Any]) -> str:
-    return json.dumps(values, sort_keys=True, default=str)
+def _basename(path: str) -> str:
+    """The last part of a path or URI (the whole is in the element's title)."""
+    return str(path).rstrip("/").rsplit("/", 1)[-1] or str(path)
 
 
 def _arg(name: str, max_bytes: int) -> str:
@@ -101,7 +101,7 @@ def create_app(data: StatusData) -> Flask:
     """The application over one deployment's reads."""
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.jinja_env.autoescape = True  # every template, whatever its name
-    app.jinja_env.filters.update(when=_when, span=_span, size=_size, parameters=_parameters)
+    app.jinja_env.filters.update(when=_when, span=_span, size=_size, basename=_basename)
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 300
     app.extensions["retrain_status"] = data
 
@@ -224,10 +224,15 @@ def create_app(data: StatusData) -> Flask:
     return app
 
 
+def app_for_config(config: Any) -> Flask:
+    """The application over a configuration's store and backend (opened on first use)."""
+    from retrain_trigger.service import Service
+
+    return create_app(StatusData.from_service(Service(config), clock=time.time))
+
+
 def app_from_config(overrides: dict[str, str] | None = None) -> Flask:
     """The application over the configuration the settings name (as the CLI loads it)."""
     from retrain_trigger.config import load_config
-    from retrain_trigger.service import Service
 
-    service = Service(load_config(overrides=overrides or {}))
-    return create_app(StatusData.from_service(service, clock=time.time))
+    return app_for_config(load_config(overrides=overrides or {}))

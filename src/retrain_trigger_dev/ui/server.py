@@ -8,16 +8,13 @@ bound is what :attr:`UIServer.url` reports (so that callers never race for a por
 from __future__ import annotations
 
 import ipaddress
-import logging
 import threading
 from typing import Any
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-
-log = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
@@ -29,11 +26,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class UIServer:
-    """The status page's WSGI server (werkzeug's, one thread per request)."""
+class _Quiet(WSGIRequestHandler):
+    """No line per request (``up`` prints decisions and runs on the same terminal)."""
 
-    def __init__(self, app: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-        self._server = make_server(host, port, app, threaded=True)
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class UIServer:
+    """The status page's WSGI server (werkzeug's, one thread per request). ``log_requests``:
+    one line per request on stderr (werkzeug's log)."""
+
+    def __init__(
+        self,
+        app: Any,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        log_requests: bool = True,
+    ) -> None:
+        handler = WSGIRequestHandler if log_requests else _Quiet
+        self._server = make_server(host, port, app, threaded=True, request_handler=handler)
         self.host = host
         self.port = int(self._server.server_port)
         self._thread: threading.Thread | None = None
