@@ -616,3 +616,42 @@ def test_no_point_no_chart() -> None:
 def test_a_status_page_needs_a_store(config: Any) -> None:
     with pytest.raises(ValueError, match="needs a store or a service"):
         StatusData(config)
+
+
+# --------------------------------------------------------------------------- demo's last line
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["state kept", "state removed"])
+def test_demo_ends_with_the_status_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: bool
+) -> None:
+    import argparse
+    import io
+
+    from retrain_trigger_dev.localstack import commands, demo
+
+    folder = tmp_path / "demo"
+    if kept:
+        folder.mkdir()
+        (folder / "retrain.yaml").write_text("routes: []\n")
+
+    def fake_run_demo(out: Any, **options: Any) -> demo.DemoResult:
+        return demo.DemoResult([], "poller", 1.0, [], None, str(folder))
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    out = io.StringIO()
+    args = argparse.Namespace(
+        json=False, no_pubsub=True, timeout=1.0, dir=None, port_base=0, overrides={}
+    )
+    commands.cmd_demo(args, out=out)
+    last = out.getvalue().strip().splitlines()[-1]
+    if kept:
+        assert last == (
+            f"Status page: retrain-trigger --config {folder}/retrain.yaml ui, "
+            "then open http://127.0.0.1:8080/"
+        )
+    else:
+        assert last == (
+            "Status page: retrain-trigger --config DIR/retrain.yaml ui, then open "
+            "http://127.0.0.1:8080/ (run the demo with --dir DIR to keep its state)"
+        )

@@ -8,6 +8,7 @@ bound is what :attr:`UIServer.url` reports (so that callers never race for a por
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from typing import Any
 
@@ -46,9 +47,24 @@ class UIServer:
         log_requests: bool = True,
     ) -> None:
         handler = WSGIRequestHandler if log_requests else _Quiet
-        self._server = make_server(host, port, app, threaded=True, request_handler=handler)
+        # Bound here, so that a port in use is an OSError for the caller (werkzeug's own bind
+        # prints and exits the process instead).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.create_server((host, port), family=family, backlog=128)
+        try:
+            self._server = make_server(
+                host,
+                self._socket.getsockname()[1],
+                app,
+                threaded=True,
+                request_handler=handler,
+                fd=self._socket.fileno(),
+            )
+        except BaseException:
+            self._socket.close()
+            raise
         self.host = host
-        self.port = int(self._server.server_port)
+        self.port = int(self._socket.getsockname()[1])
         self._thread: threading.Thread | None = None
 
     @property
@@ -74,3 +90,4 @@ class UIServer:
             self._thread.join(timeout=10)
             self._thread = None
         self._server.server_close()
+        self._socket.close()
