@@ -378,7 +378,7 @@ def test_the_timeline_is_paged(config: Any, clock: Clock) -> None:
 
 def test_an_unknown_route_is_not_found(client: FlaskClient) -> None:
     text = page(client, "/routes/nope", 404)
-    assert "no route &#39;nope&#39;" in text
+    assert "no route &#39;nope&#39; in this deployment&#39;s configuration" in text
 
 
 # --------------------------------------------------------------------------- escaping
@@ -487,6 +487,19 @@ def test_a_store_that_cannot_be_read_is_a_503_naming_it(config: Any, clock: Cloc
 
     text = page(client_for(config, Down(clock), clock), "/decisions", 503)
     assert "the state store could not be read: Firestore: 503 &lt;unavailable&gt;" in text
+
+
+def test_an_unexpected_error_is_a_500_page_that_shows_no_details(config: Any, clock: Clock) -> None:
+    class Broken(MemoryStore):
+        def get_pending(self, route: str) -> Any:
+            raise RuntimeError("secret <internals>")
+
+    app = create_app(StatusData(config, Broken(clock), FakeBackend(), clock=clock))
+    response = app.test_client().get("/")  # not app.testing: errors become pages
+    text = response.get_data(as_text=True)
+    assert response.status_code == 500 and "the server&#39;s log has the error" in text
+    assert "secret" not in text
+    assert response.headers["Content-Security-Policy"] == CSP
 
 
 # --------------------------------------------------------------------------- why

@@ -139,6 +139,11 @@ def create_app(data: StatusData) -> Flask:
     def _not_allowed(exc: Any) -> tuple[str, int]:
         return render_template("error.html", status=405, message="the page is read-only"), 405
 
+    @app.errorhandler(500)
+    def _failed(exc: Any) -> tuple[str, int]:  # the exception is in the server's log
+        message = "the page could not be made; the server's log has the error"
+        return render_template("error.html", status=500, message=message), 500
+
     def timeline(route: str | None, endpoint: str, values: dict[str, Any]) -> dict[str, Any]:
         outcome = _outcome()
         contains = _arg("object", MAX_OBJECT_FILTER)
@@ -176,7 +181,7 @@ def create_app(data: StatusData) -> Flask:
     def route_page(name: str) -> str:
         route = data.route(name)
         if route is None:
-            abort(404, description=f"no route {name!r} in {data.deployment()['config']}")
+            abort(404, description=f"no route {name!r} in this deployment's configuration")
         pauses = data.pauses()
         try:
             runs = data.runs(name, page_token=_arg("runs_page", MAX_TOKEN_CHARS))
