@@ -202,3 +202,22 @@ def test_an_oversized_object_filter_is_refused(store: StateStore) -> None:
     with pytest.raises(ValueError, match="object filter must be text"):
         store.page_decisions(object_contains="a" * (MAX_OBJECT_FILTER + 1))
     assert store.page_decisions(object_contains="a" * MAX_OBJECT_FILTER) == ([], None)
+
+
+def test_a_page_may_stop_early_and_the_tokens_still_find_every_match(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Firestore filters objects after reading, at most PAGE_SCAN_BUDGET documents a page: a
+    rare match across many decisions comes in short (even empty) pages, never lost."""
+    from retrain_trigger.store import firestore
+
+    monkeypatch.setattr(firestore, "PAGE_SCAN_BUDGET", 3)
+    for n in range(10):
+        name = f"data/rare-{n}.csv" if n in (1, 8) else f"data/common-{n}.csv"
+        store.record_decision(entry(T0 - 100 + n, obj=name), DAY)
+
+    pages = all_pages(store, object_contains="rare-", limit=5)
+    assert [name for page in pages for name in page] == ["data/rare-8.csv", "data/rare-1.csv"]
+    assert all(len(page) <= 5 for page in pages)
+    if isinstance(store, firestore.FirestoreStore):  # 3 documents a page, 10 in all
+        assert pages == [["data/rare-8.csv"], [], ["data/rare-1.csv"], []]
