@@ -23,6 +23,7 @@ FIGURES = {
     "memory": figures.memory,
     "inproc": figures.inproc,
     "e2e": None,  # set below: it needs the local stack, not the shared fakes
+    "ui": None,  # set below: the status page over its own store
 }
 LATEST = REPO / "bench" / "results" / "latest.json"
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     began = time.monotonic()
     failed = False
-    shared = [n for n in names if n != "e2e"]
+    shared = [n for n in names if n not in ("e2e", "ui")]
     if shared:
         with Bench(cpu=cpu, aux_cpus=aux, keep=args.keep) as bench:
             for name in shared:
@@ -126,6 +127,22 @@ def main(argv: list[str] | None = None) -> int:
 
         figure_rows, details = e2e.measure(quick=args.quick)
         document["figures"]["e2e"] = details
+        rows.extend(figure_rows)
+    if "ui" in names:
+        print("... ui", file=sys.stderr, flush=True)
+        from bench import ui
+
+        t0 = time.monotonic()
+        try:
+            figure_rows, details = ui.measure(repeats=10 if args.quick else ui.REPEATS)
+        except Exception as exc:  # one broken figure must not hide the others
+            failed = True
+            traceback.print_exc()
+            figure_rows = [Row("status page", "ms", f"not measured ({type(exc).__name__}: {exc})")]
+            figure_rows[0].failed_checks.append(str(exc))
+            details = {"error": f"{type(exc).__name__}: {exc}"}
+        details["seconds"] = round(time.monotonic() - t0, 1)
+        document["figures"]["ui"] = details
         rows.extend(figure_rows)
 
     document["rows"] = [row.to_dict() for row in rows]

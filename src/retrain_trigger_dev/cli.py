@@ -691,6 +691,50 @@ def replay(session: Session, **options: Any) -> int:
     return cmd_replay(argparse.Namespace(overrides=session.overrides, **options))
 
 
+# --------------------------------------------------------------------------- status page
+
+
+@main_group.command(help="Serve the read-only status page: decisions, windows, runs, champion.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="address to bind; anything but loopback only behind IAP or IAM (it has no sign-in)",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free"
+)
+@pass_session
+def ui(session: Session, host: str, port: int) -> int:
+    from retrain_trigger_dev.localstack.supervisor import terminate_on_signals
+    from retrain_trigger_dev.ui.app import app_from_config
+    from retrain_trigger_dev.ui.server import UIServer, is_loopback
+
+    app = app_from_config(session.overrides)
+    try:
+        server = UIServer(app, host, port)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot serve on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    if not is_loopback(host):
+        click.echo(
+            f"warning: serving on {host}: the page has no sign-in of its own; keep it behind "
+            "IAP or IAM (see the README's Status page)",
+            err=True,
+        )
+    click.echo(f"Status page: {server.url}  (read-only; Ctrl-C to stop)")
+    sys.stdout.flush()
+    with terminate_on_signals():
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 

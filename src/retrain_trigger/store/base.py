@@ -52,6 +52,10 @@ DEFAULT_RETENTION_SECONDS = 30 * 86400.0
 # The most records one purge_expired call deletes when it is given no limit.
 DEFAULT_PURGE_LIMIT = 1000
 
+# Decision paging (the status page): the default and largest page.
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
 _ROUTE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 # Decision ids sort newest first: the first part counts milliseconds down from this bound.
 _MAX_MILLIS = 10**13 - 1
@@ -386,6 +390,28 @@ class StateStore(Protocol):
         limit: int = DEFAULT_DECISION_LIMIT,
     ) -> list[dict[str, Any]]:
         """Unexpired decisions with ``since <= time < until``, newest first."""
+        ...
+
+    # -- decision paging (the status page) -----------------------------------------------------
+
+    def page_decisions(
+        self,
+        route: str | None = None,
+        outcome: str | None = None,
+        object_contains: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        page_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of unexpired decisions, newest first, and the token of the next page.
+
+        ``route`` and ``outcome`` are exact; ``object_contains`` keeps the decisions about an
+        object whose ``gs://bucket/object`` contains it (case-sensitive, as object names are).
+        ``page_token`` is the token a previous page returned (``None``: the first page). The
+        returned token is ``None`` when nothing follows; a page may hold fewer than ``limit``
+        decisions and still have a next one (a store that filters after reading stops after a
+        bounded number of reads). Raises ``ValueError`` for a malformed token or a ``limit``
+        outside 1..:data:`MAX_PAGE_SIZE`.
+        """
         ...
 
     def purge_expired(self, now: float, limit: int = DEFAULT_PURGE_LIMIT) -> int:
@@ -770,12 +796,12 @@ def champion_id(change: ChampionChange) -> str:
     return f"{change.route}__{digest(change.job_id + '|' + change.version, 24)}"
 
 
-_PAGE_TOKEN = re.compile(r"^\d{13}\|[a-z][-a-z0-9]{0,127}$")
+_RUN_PAGE_TOKEN = re.compile(r"^\d{13}\|[a-z][-a-z0-9]{0,127}$")
 
 
-def check_page_token(token: str) -> str:
+def check_run_page_token(token: str) -> str:
     """A ``list_runs`` page token as the store handed it out; anything else is refused."""
-    if not isinstance(token, str) or not _PAGE_TOKEN.match(token):
+    if not isinstance(token, str) or not _RUN_PAGE_TOKEN.match(token):
         raise ValueError(f"not a page token of list_runs: {str(token)[:80]!r}")
     return token
 
@@ -784,3 +810,40 @@ def positive_ttl(ttl_seconds: float) -> float:
     if not ttl_seconds or ttl_seconds <= 0:
         raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
     return float(ttl_seconds)
+
+
+# --------------------------------------------------------------------------- decision paging
+
+# A page token is the id of the last decision a page covered: 13 digits, '-', 12 hex digits.
+_PAGE_TOKEN = re.compile(r"^[0-9]{13}-[0-9a-f]{12}$")
+# The longest object substring a page filters by (an object name is at most 1024 bytes).
+MAX_OBJECT_FILTER = 1024
+
+
+def check_page_token(token: str | None) -> str | None:
+    """``None`` for the first page, else the id of the last decision of the previous page."""
+    if token is None or token == "":
+        return None
+    if not isinstance(token, str) or not _PAGE_TOKEN.fullmatch(token):
+        raise ValueError(f"invalid page token: {str(token)[:80]!r}")
+    return token
+
+
+def check_page_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"page size must be 1 to {MAX_PAGE_SIZE}, got {limit!r}")
+    return limit
+
+
+def check_object_filter(text: str | None) -> str | None:
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str) or len(text.encode("utf-8")) > MAX_OBJECT_FILTER:
+        raise ValueError(f"object filter must be text of at most {MAX_OBJECT_FILTER} bytes")
+    return text
+
+
+def entry_matches_object(entry: Mapping[str, Any], needle: str) -> bool:
+    """Whether the decision is about an object whose ``gs://bucket/object`` contains ``needle``."""
+    uri = entry_object_uri(entry)
+    return bool(uri) and needle in uri

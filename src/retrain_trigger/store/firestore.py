@@ -79,6 +79,7 @@ from retrain_trigger.store.base import (
     DEFAULT_CHAMPION_LIMIT,
     DEFAULT_DECISION_LIMIT,
     DEFAULT_OBJECT_LIMIT,
+    DEFAULT_PAGE_SIZE,
     DEFAULT_PURGE_LIMIT,
     DEFAULT_RETENTION_SECONDS,
     DEFAULT_RUN_LIMIT,
@@ -94,11 +95,15 @@ from retrain_trigger.store.base import (
     WindowItem,
     WindowState,
     champion_id,
+    check_object_filter,
+    check_page_limit,
     check_page_token,
     check_route,
+    check_run_page_token,
     check_run_state,
     decision_id_bound,
     ended_record,
+    entry_matches_object,
     item_doc_id,
     new_window_id,
     object_key,
@@ -120,6 +125,9 @@ DEFAULT_DEADLINE = 30.0
 INITIAL_BACKOFF = 0.5
 MAXIMUM_BACKOFF = 5.0
 _PAGE = 200
+# The most decision documents one page of ``page_decisions`` reads when it filters by object
+# (Firestore cannot match a substring): a page stops there and hands on a token to go on from.
+PAGE_SCAN_BUDGET = 2000
 _WRITE_BATCH = 400
 
 
@@ -985,7 +993,7 @@ class FirestoreStore:
         if route:
             query = self._where(query, "route", "==", check_route(route))
         if page_token:
-            start = self._runs.document(check_page_token(page_token))
+            start = self._runs.document(check_run_page_token(page_token))
             query = self._where(query, self._document_id, ">", start)
         query = query.limit(size + 1)
         docs = self._call(lambda: list(query.stream()))
@@ -1024,3 +1032,44 @@ class FirestoreStore:
         ]
         changes.sort(key=lambda c: (c.changed_at, c.job_id, c.version))
         return changes[-max(int(limit), 1) :]
+
+    # -- decision paging (the status page) ---------------------------------------------------
+
+    def page_decisions(
+        self,
+        route: str | None = None,
+        outcome: str | None = None,
+        object_contains: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        page_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Equality filters on ``route`` and ``outcome`` and a range on the document id (ids count
+        milliseconds down: ascending id order is newest first), so no composite index is needed.
+        Expired decisions (TTL deletion lags) and, for ``object_contains``, decisions about other
+        objects are skipped after reading; at most :data:`PAGE_SCAN_BUDGET` documents are read
+        for one page, which then ends early with a token to continue from."""
+        limit = check_page_limit(limit)
+        after = check_page_token(page_token)
+        needle = check_object_filter(object_contains)
+        query: Any = self._decisions
+        if route is not None:
+            query = self._where(query, "route", "==", str(route))
+        if outcome is not None:
+            query = self._where(query, "outcome", "==", str(outcome))
+        if after is not None:
+            query = self._where(query, self._document_id, ">", self._decisions.document(after))
+        now = self._clock()
+        found: list[dict[str, Any]] = []
+        page = _PAGE if needle is not None else limit + 1
+        for read, doc in enumerate(self._scan(query, page=page), start=1):
+            data = doc.to_dict()
+            expire_at = _seconds(data.get("expire_at")) or 0.0
+            if expire_at > now:
+                entry = DecisionRecord.output(doc.id, data.get("entry") or "{}", expire_at)
+                if needle is None or entry_matches_object(entry, needle):
+                    found.append(entry)
+                    if len(found) > limit:
+                        return found[:limit], found[limit - 1]["id"]
+            if read >= PAGE_SCAN_BUDGET:
+                return found, doc.id
+        return found, None

@@ -15,7 +15,8 @@ Tables::
     pending       (route PK, run_key, request_json, queued_at)
     active        (route PK, job_id, job_name, started_at, lease_until, others, revision)
     decisions     (id PK, time, expire_at, route, outcome, object_key, run_key, job_id,
-                   window_id, entry)              indexed by object, route, outcome, time, expiry
+                   window_id, entry)              indexed by object, route, outcome, time, expiry;
+                                                  and by (route, id), (outcome, id) for paging
 
 ``expire_at`` of a window and its items is set when the window closes (close time plus
 ``retention_seconds``); :meth:`SQLiteStore.purge_expired` deletes what expired, a bounded number
@@ -44,6 +45,7 @@ from retrain_trigger.store.base import (
     DEFAULT_CHAMPION_LIMIT,
     DEFAULT_DECISION_LIMIT,
     DEFAULT_OBJECT_LIMIT,
+    DEFAULT_PAGE_SIZE,
     DEFAULT_PURGE_LIMIT,
     DEFAULT_RETENTION_SECONDS,
     DEFAULT_RUN_LIMIT,
@@ -59,8 +61,11 @@ from retrain_trigger.store.base import (
     WindowItem,
     WindowState,
     champion_id,
+    check_object_filter,
+    check_page_limit,
     check_page_token,
     check_route,
+    check_run_page_token,
     check_run_state,
     ended_record,
     new_window_id,
@@ -145,6 +150,8 @@ CREATE INDEX IF NOT EXISTS decisions_by_route ON decisions (route, time DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_outcome ON decisions (outcome, time DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (time DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_expiry ON decisions (expire_at);
+CREATE INDEX IF NOT EXISTS decisions_by_route_id ON decisions (route, id);
+CREATE INDEX IF NOT EXISTS decisions_by_outcome_id ON decisions (outcome, id);
 """
 
 # Columns added after version 1, with their declarations (ALTER TABLE ... ADD COLUMN).
@@ -189,6 +196,19 @@ CREATE INDEX IF NOT EXISTS window_items_by_expiry ON window_items (expire_at)
 _WINDOW_COLUMNS = (
     "window_id, route, state, opened_at, last_event_at, item_count, owner, lease_until, "
     "claimed_at, claims, manifest_uri, run_key, job_id, job_name, closed_at, expire_at"
+)
+
+
+# ``gs://bucket/object`` of a recorded decision, as ``base.entry_object_uri`` reads it from the
+# entry (its trigger's bucket and object, else a ``gs://`` ``gs_uri``), for the object filter.
+_ENTRY_OBJECT_URI = (
+    "CASE WHEN json_type(entry, '$.trigger') = 'object' "
+    "AND COALESCE(json_extract(entry, '$.trigger.bucket'), '') != '' "
+    "AND COALESCE(json_extract(entry, '$.trigger.object'), '') != '' "
+    "THEN 'gs://' || json_extract(entry, '$.trigger.bucket') || '/' "
+    "|| json_extract(entry, '$.trigger.object') "
+    "WHEN substr(COALESCE(json_extract(entry, '$.gs_uri'), ''), 1, 5) = 'gs://' "
+    "THEN json_extract(entry, '$.gs_uri') ELSE '' END"
 )
 
 
@@ -386,7 +406,7 @@ class SQLiteStore:
             args.append(check_route(route))
         if page_token:
             sql += " AND page_key > ?"
-            args.append(check_page_token(page_token))
+            args.append(check_run_page_token(page_token))
         sql += " ORDER BY page_key LIMIT ?"
         args.append(size + 1)
         with self._read() as conn:
@@ -868,3 +888,39 @@ class SQLiteStore:
         if deleted < budget:  # run outcomes
             deleted += self._purge_run_outcomes(now, budget - deleted)
         return deleted
+
+    # -- decision paging (the status page) ---------------------------------------------------
+
+    def page_decisions(
+        self,
+        route: str | None = None,
+        outcome: str | None = None,
+        object_contains: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        page_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Ids count milliseconds down, so id order is newest first and the last id of a page
+        is the cursor of the next: one indexed range, however deep the page."""
+        limit = check_page_limit(limit)
+        after = check_page_token(page_token)
+        needle = check_object_filter(object_contains)
+        sql = "SELECT id, entry, expire_at FROM decisions WHERE expire_at > ?"
+        args: list[Any] = [self._clock()]
+        if after is not None:
+            sql += " AND id > ?"
+            args.append(after)
+        if route is not None:
+            sql += " AND route = ?"
+            args.append(str(route))
+        if outcome is not None:
+            sql += " AND outcome = ?"
+            args.append(str(outcome))
+        if needle is not None:
+            sql += f" AND object_key != '' AND instr({_ENTRY_OBJECT_URI}, ?) > 0"
+            args.append(needle)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit + 1)
+        with self._read() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        page = [DecisionRecord.output(r["id"], r["entry"], r["expire_at"]) for r in rows[:limit]]
+        return page, (rows[limit - 1]["id"] if len(rows) > limit else None)

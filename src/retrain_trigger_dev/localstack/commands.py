@@ -122,7 +122,7 @@ class Monitor:
         return text
 
 
-def print_banner(stack: Any, out: IO[str]) -> None:
+def print_banner(stack: Any, out: IO[str], status_page: str = "") -> None:
     via = (
         "fake-gcs-server → Pub/Sub emulator (push) → function_gcs"
         if stack.mode == "pubsub"
@@ -131,6 +131,8 @@ def print_banner(stack: Any, out: IO[str]) -> None:
     write_line(out, f"Local stack up in {stack.startup_seconds:.1f} s: {via}")
     for name, url in stack.urls().items():
         write_line(out, f"  {name:<14} {url}")
+    if status_page:
+        write_line(out, f"  {'status page':<14} {status_page}")
     write_line(out, f"  {'config':<14} {stack.config_path}")
     write_line(out, f"  {'logs':<14} {stack.log_dir}")
     write_line(out, "")
@@ -198,6 +200,7 @@ def cmd_up(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         config_file=getattr(args, "config", None) or None,
     )
     status = 0
+    page = None
     with terminate_on_signals():
         try:
             write_line(out, f"Starting the local stack in {Path(args.dir).resolve()} …")
@@ -205,9 +208,10 @@ def cmd_up(args: argparse.Namespace, out: IO[str] | None = None) -> int:
 
             with waiting("starting fake-gcs-server, the emulator, both functions and the worker"):
                 stack.start()
+            page = _serve_status_page(stack, args.port_base + 4 if args.port_base else 0, out)
             monitor = Monitor(stack, out)
             monitor.prime()
-            print_banner(stack, out)
+            print_banner(stack, out, page.url if page else "")
             while True:
                 for line in stack.reload_if_changed():
                     write_line(out, f"{_clock()}  {line}")
@@ -227,9 +231,25 @@ def cmd_up(args: argparse.Namespace, out: IO[str] | None = None) -> int:
             reason = str(exc) or "interrupted"
             write_line(out, f"\nStopping the local stack ({reason}) …")
         finally:
+            if page is not None:
+                page.stop()
             stack.stop()
     write_line(out, "Stopped.")
     return status
+
+
+def _serve_status_page(stack: Any, port: int, out: IO[str]) -> Any:
+    """The status page over the stack's store and ledger, served from this process (127.0.0.1);
+    None, after saying why, when it cannot bind its port (the stack runs on without it)."""
+    from retrain_trigger_dev.ui.app import app_for_config
+    from retrain_trigger_dev.ui.server import UIServer
+
+    try:
+        app = app_for_config(stack.config())
+        return UIServer(app, "127.0.0.1", port, log_requests=False).start()
+    except OSError as exc:
+        write_line(out, f"status page not served: port {port}: {exc.strerror or exc}")
+        return None
 
 
 # --------------------------------------------------------------------------- demo
@@ -250,6 +270,15 @@ def cmd_demo(
         root=args.dir,
         port_base=args.port_base,
         settings=_overrides(args),
+    )
+    kept = os.path.isdir(result.stack_dir) and os.path.isfile(
+        os.path.join(result.stack_dir, "retrain.yaml")
+    )
+    config = os.path.join(result.stack_dir if kept else "DIR", "retrain.yaml")
+    write_line(
+        narrate,
+        f"Status page: retrain-trigger --config {config} ui, then open http://127.0.0.1:8080/"
+        + ("" if kept else " (run the demo with --dir DIR to keep its state)"),
     )
     return 0 if result.ok else 1
 
