@@ -371,18 +371,3 @@ class MemoryStore:
     def paused_routes(self) -> dict[str, Pause]:
         self.reads.append("paused_routes")
         return dict(self.pauses)
-
-
-class StoreWithoutNewerReads:
-    """A store as on the main branch today: no ``list_runs``, ``champion_history`` or
-    ``paused_routes`` (every other attribute is the wrapped store's)."""
-
-    _HIDDEN = frozenset({"list_runs", "champion_history", "paused_routes"})
-
-    def __init__(self, store: MemoryStore) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self._HIDDEN:
-            raise AttributeError(name)
-        return getattr(self._store, name)

@@ -1,8 +1,7 @@
 """The status page, rendered through Flask's test client over an in-memory store (pure).
 
 The store implements the whole agreed contract (run outcomes, champion history and pauses
-included), so every section of every page is exercised; a second store without those reads
-checks the fallbacks (runs from the backend's job listing, no champion, no pauses).
+included), so every section of every page is exercised.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from tests.fakes.memory_store import (
     MemoryStore,
     Pause,
     RunRecord,
-    StoreWithoutNewerReads,
 )
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -530,63 +528,6 @@ def test_why_says_when_nothing_was_recorded(client: FlaskClient) -> None:
     text = page(client, "/why?object=gs://ct-bucket/never/seen.csv")
     assert "No decision recorded: no event arrived for it" in text
     assert 'id="why-object"' in page(client, "/why")
-
-
-# --------------------------------------------------------------------------- fallbacks
-
-
-def test_without_the_newer_store_reads_the_page_falls_back(
-    config: Any, store: MemoryStore, clock: Clock
-) -> None:
-    backend = FakeBackend(
-        [
-            JobStatus(
-                job_id="mnist-data-42",
-                job_name="projects/p/locations/l/pipelineJobs/mnist-data-42",
-                state="RUNNING",
-                route="mnist",
-                create_time="2027-01-15T07:50:00.000Z",
-                start_time="2027-01-15T07:51:00.000Z",
-                parameters={"data_uri": "gs://ct-bucket/data/<x>.csv"},
-            ),
-            JobStatus(
-                job_id="churn-code-1",
-                job_name="projects/p/locations/l/pipelineJobs/churn-code-1",
-                state="FAILED",
-                route="churn",
-                create_time="2027-01-15T06:00:00.000Z",
-                start_time="2027-01-15T06:00:10.000Z",
-                end_time="2027-01-15T06:01:10.000Z",
-                error="The DAG failed because some tasks failed.",
-            ),
-        ]
-    )
-    client = client_for(config, StoreWithoutNewerReads(store), clock, backend)
-
-    text = page(client, "/routes/mnist")
-    runs = section(text, "route-runs")
-    assert "mnist-data-42" in runs and "churn-code-1" not in runs
-    assert "9 min 0 s" in runs  # running since 07:51, now 08:00
-    assert "gs://ct-bucket/data/&lt;x&gt;.csv" in runs
-    assert "from the backend&#39;s job listing" in runs
-    assert backend.calls[-1] == {"route": "mnist", "limit": 20}
-    assert f'<p class="empty" id="no-champion">{NO_CHAMPION}.</p>' in section(text, "champion")
-    assert 'id="paused"' not in text
-
-    overview = page(client, "/")
-    assert "No route is paused." in section(overview, "paused")
-    assert "The DAG failed because some tasks failed." in section(overview, "recent-runs")
-    assert page(client, "/routes/mnist?runs_page=0000000000000-aaaaaaaaaaaa", 400)
-    assert "list_runs" not in store.reads and "paused_routes" not in store.reads
-
-
-def test_a_backend_that_cannot_list_runs_leaves_the_rest_of_the_page(
-    config: Any, store: MemoryStore, clock: Clock
-) -> None:
-    down = FakeBackend(error=RuntimeError("403 <denied>"))
-    text = page(client_for(config, StoreWithoutNewerReads(store), clock, down), "/routes/mnist")
-    assert "runs not available: 403 &lt;denied&gt;" in section(text, "route-runs")
-    assert "data/part-1.csv" in section(text, "timeline")
 
 
 def test_an_empty_champion_history_says_so(config: Any, clock: Clock) -> None:

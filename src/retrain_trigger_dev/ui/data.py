@@ -138,7 +138,7 @@ class RunRow:
 class RunsView:
     rows: list[RunRow]
     next_token: str | None
-    source: str  # "store" (run outcomes) or "backend" (the backend's job listing)
+    source: str  # "store": the run records of the outcome path
     note: str = ""
 
 
@@ -346,31 +346,16 @@ class StatusData:
             route=pending.route, run_key=pending.run_key, queued_at=pending.queued_at, job_id=job_id
         )
 
-    # -- runs, the champion, pauses (newer store reads, with fallbacks) ------------------------
+    # -- runs, the champion, pauses -------------------------------------------------------------
 
     def runs(
         self, route: str | None = None, *, page_token: str | None = None, limit: int = RUNS_PER_PAGE
     ) -> RunsView:
-        list_runs = getattr(self.store, "list_runs", None)
-        if list_runs is not None:
-            records, token = list_runs(route, limit=limit, page_token=page_token or None)
-            return RunsView([_run_from_record(r) for r in records], token, "store")
-        if page_token:
-            raise ValueError("invalid page token: runs from the backend have one page")
-        backend = self.backend
-        if backend is None:
-            return RunsView([], None, "backend", "no backend configured")
-        try:
-            statuses = backend.list(route=route or "", limit=limit)
-        except Exception as exc:  # the page still shows the rest when the backend is down
-            return RunsView([], None, "backend", f"runs not available: {exc}")
-        rows = [_run_from_status(status, self.clock()) for status in statuses]
-        return RunsView(rows, None, "backend", "from the backend's job listing")
+        """The run records of the store (each submission, then its end as the run reported it)."""
+        records, token = self.store.list_runs(route, limit=limit, page_token=page_token or None)
+        return RunsView([_run_from_record(r) for r in records], token, "store")
 
     def champion(self, route: str) -> ChampionView:
-        history = getattr(self.store, "champion_history", None)
-        if history is None:
-            return ChampionView([], NO_CHAMPION)
         points = [
             ChampionPoint(
                 job_id=str(change.job_id),
@@ -381,14 +366,11 @@ class StatusData:
                 commit=str(change.commit or ""),
                 changed_at=float(change.changed_at),
             )
-            for change in history(route, limit=CHAMPION_POINTS)
+            for change in self.store.champion_history(route, limit=CHAMPION_POINTS)
         ]
         return ChampionView(points, "" if points else NO_CHAMPION)
 
     def pauses(self) -> dict[str, PauseRow]:
-        paused_routes = getattr(self.store, "paused_routes", None)
-        if paused_routes is None:
-            return {}
         return {
             name: PauseRow(
                 route=str(pause.route),
@@ -396,7 +378,7 @@ class StatusData:
                 by=str(pause.by),
                 paused_at=float(pause.paused_at),
             )
-            for name, pause in sorted(paused_routes().items())
+            for name, pause in sorted(self.store.paused_routes().items())
         }
 
 
@@ -414,29 +396,6 @@ def _run_from_record(record: Any) -> RunRow:
         failed_task=str(record.failed_task or ""),
         parameters=dict(record.parameters or {}),
         object_uri=str(record.object_uri or ""),
-    )
-
-
-def _run_from_status(status: Any, now: float) -> RunRow:
-    """A run as the backend lists it (``JobStatus``)."""
-    created = _parse_time(status.create_time)
-    started = _parse_time(status.start_time)
-    ended = _parse_time(status.end_time)
-    duration = None
-    if started is not None:
-        duration = max((ended if ended is not None else now) - started, 0.0)
-    return RunRow(
-        job_id=str(status.job_id),
-        job_name=str(status.job_name or ""),
-        route=str(status.route or ""),
-        state=str(status.state),
-        submitted_at=created,
-        ended_at=ended,
-        duration_seconds=duration,
-        error=str(status.error or ""),
-        failed_task="",
-        parameters=dict(status.parameters or {}),
-        object_uri="",
     )
 
 
