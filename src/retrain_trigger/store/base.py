@@ -35,7 +35,7 @@ import json
 import re
 import secrets
 import time as _time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -52,8 +52,10 @@ DEFAULT_RETENTION_SECONDS = 30 * 86400.0
 # The most records one purge_expired call deletes when it is given no limit.
 DEFAULT_PURGE_LIMIT = 1000
 
+# How many window items one read of iter_window_items returns.
+DEFAULT_ITEM_PAGE = 1000
+
 _ROUTE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
-# Decision ids sort newest first: the first part counts milliseconds down from this bound.
 _MAX_MILLIS = 10**13 - 1
 
 
@@ -125,12 +127,17 @@ class WindowInfo:
 
     ``added`` is False when the item was already recorded for the route (a redelivery); the info
     then describes the window that holds it, which may be CLOSING or CLOSED already.
+
+    From :meth:`StateStore.add_to_window`, ``count`` is None (adding an object never counts the
+    window: that would cost in proportion to the window's size on every event) and
+    ``last_event_at`` is the time the item was recorded (for a redelivery, the first time).
+    From :meth:`StateStore.due_windows` both describe the whole window.
     """
 
     window_id: str
     route: str
     state: WindowState
-    count: int
+    count: int | None
     opened_at: float
     last_event_at: float
     added: bool = True
@@ -156,6 +163,8 @@ class Window:
     job_name: str = ""
     closed_at: float | None = None
     expire_at: float | None = None
+    # The sum of the items' sizes (bytes; items of unknown size count 0).
+    size_bytes: int = 0
 
     def info(self, *, added: bool = True) -> WindowInfo:
         return WindowInfo(
@@ -235,6 +244,8 @@ class StateStore(Protocol):
 
         Atomic. An item already recorded for the route (same ``gs://bucket/object#generation``, in
         any window) is not added again: ``added`` is False and the window is left untouched.
+        The cost does not depend on how many items the window holds: the info returned has no
+        ``count`` (see :class:`WindowInfo`), and nothing every addition writes is shared.
         """
         ...
 
@@ -258,6 +269,13 @@ class StateStore(Protocol):
 
     def window_items(self, window_id: str) -> list[WindowItem]:
         """The window's items in the order they were added."""
+        ...
+
+    def iter_window_items(
+        self, window_id: str, page_size: int = DEFAULT_ITEM_PAGE
+    ) -> Iterator[WindowItem]:
+        """The window's items in the order they were added, read ``page_size`` at a time: memory
+        stays bounded whatever the window's size (the manifest of a large window streams them)."""
         ...
 
     def set_window_manifest(
@@ -401,16 +419,20 @@ def object_key(gs_uri: str) -> str:
     return digest(gs_uri, 32)
 
 
+# -- decision ids (the window path at scale) ----------------------------------------------------
+#
+# Decision ids spread writes: a key that grows (or shrinks) with time sends every write of the
+# moment to one end of the key range, a hotspot (Firestore's best practices: "avoid monotonically
+# increasing document ids"). The id starts with 16 random hex digits; the time it also carries
+# comes after them, for a reader of the id only. Listing newest first orders on the ``time``
+# field, never on the id.
+
+
 def decision_id(moment: float) -> str:
-    """Sorts newest first: milliseconds counted down, then a random part."""
+    """``<16 random hex digits>-<milliseconds since the epoch, 13 digits>``: no two writes of one
+    moment are neighbours in key order."""
     millis = min(max(int(moment * 1000), 0), _MAX_MILLIS)
-    return f"{_MAX_MILLIS - millis:013d}-{secrets.token_hex(6)}"
-
-
-def decision_id_bound(moment: float) -> str:
-    """The id prefix of decisions made in the millisecond of ``moment``."""
-    millis = min(max(int(moment * 1000), 0), _MAX_MILLIS)
-    return f"{_MAX_MILLIS - millis:013d}"
+    return f"{secrets.token_hex(8)}-{millis:013d}"
 
 
 def entry_time(value: Any, default: float) -> float:

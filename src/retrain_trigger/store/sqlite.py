@@ -34,13 +34,14 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from retrain_trigger import _sqlite
 from retrain_trigger.errors import StoreError
 from retrain_trigger.store.base import (
     DEFAULT_DECISION_LIMIT,
+    DEFAULT_ITEM_PAGE,
     DEFAULT_OBJECT_LIMIT,
     DEFAULT_PURGE_LIMIT,
     DEFAULT_RETENTION_SECONDS,
@@ -149,7 +150,9 @@ CREATE INDEX IF NOT EXISTS window_items_by_expiry ON window_items (expire_at)
 
 _WINDOW_COLUMNS = (
     "window_id, route, state, opened_at, last_event_at, item_count, owner, lease_until, "
-    "claimed_at, claims, manifest_uri, run_key, job_id, job_name, closed_at, expire_at"
+    "claimed_at, claims, manifest_uri, run_key, job_id, job_name, closed_at, expire_at, "
+    "(SELECT COALESCE(SUM(i.size), 0) FROM window_items i "
+    "WHERE i.window_id = windows.window_id) AS size_bytes"
 )
 
 
@@ -180,6 +183,7 @@ def _window(row: sqlite3.Row) -> Window:
         job_name=row["job_name"],
         closed_at=row["closed_at"],
         expire_at=row["expire_at"],
+        size_bytes=int(row["size_bytes"] or 0),
     )
 
 
@@ -271,19 +275,29 @@ class SQLiteStore:
         check_route(route)
         with self._write() as conn:
             held = conn.execute(
-                "SELECT window_id FROM window_items WHERE route = ? AND item_key = ?",
+                "SELECT i.window_id, i.added_at, w.state, w.opened_at FROM window_items i "
+                "JOIN windows w ON w.window_id = i.window_id "
+                "WHERE i.route = ? AND i.item_key = ?",
                 (route, item.key),
             ).fetchone()
             if held:
-                window = self._get_window(conn, held["window_id"])
-                assert window is not None
-                return window.info(added=False)
+                return WindowInfo(
+                    window_id=held["window_id"],
+                    route=route,
+                    state=WindowState(held["state"]),
+                    count=None,
+                    opened_at=held["opened_at"],
+                    last_event_at=held["added_at"],
+                    added=False,
+                )
             row = conn.execute(
-                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE route = ? AND state = 'OPEN'",
+                "SELECT window_id, opened_at, item_count FROM windows "
+                "WHERE route = ? AND state = 'OPEN'",
                 (route,),
             ).fetchone()
             if row is None:
                 window_id = new_window_id(route, now)
+                opened_at = now
                 conn.execute(
                     "INSERT INTO windows (window_id, route, state, opened_at, last_event_at) "
                     "VALUES (?, ?, 'OPEN', ?, ?)",
@@ -291,8 +305,7 @@ class SQLiteStore:
                 )
                 seq = 0
             else:
-                window_id = row["window_id"]
-                seq = row["item_count"]
+                window_id, opened_at, seq = row["window_id"], row["opened_at"], row["item_count"]
             conn.execute(
                 "INSERT INTO window_items (route, item_key, window_id, seq, bucket, object, "
                 "generation, size, event_id, event_time, added_at) "
@@ -311,14 +324,21 @@ class SQLiteStore:
                     now,
                 ),
             )
+            # One writer at a time holds the file anyway: the row's count and time stay exact.
             conn.execute(
                 "UPDATE windows SET item_count = item_count + 1, "
                 "last_event_at = MAX(last_event_at, ?) WHERE window_id = ?",
                 (now, window_id),
             )
-            window = self._get_window(conn, window_id)
-            assert window is not None
-            return window.info(added=True)
+            return WindowInfo(
+                window_id=window_id,
+                route=route,
+                state=WindowState.OPEN,
+                count=None,
+                opened_at=opened_at,
+                last_event_at=now,
+                added=True,
+            )
 
     def due_windows(
         self, route: str | None, now: float, quiet_seconds: float, max_wait_seconds: float
@@ -353,13 +373,27 @@ class SQLiteStore:
             return self._get_window(conn, window_id)
 
     def window_items(self, window_id: str) -> list[WindowItem]:
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT bucket, object, generation, size, event_id, event_time, added_at "
-                "FROM window_items WHERE window_id = ? ORDER BY seq",
-                (window_id,),
-            ).fetchall()
-        return [WindowItem.from_dict(dict(row)) for row in rows]
+        return list(self.iter_window_items(window_id))
+
+    def iter_window_items(
+        self, window_id: str, page_size: int = DEFAULT_ITEM_PAGE
+    ) -> Iterator[WindowItem]:
+        """Pages of ``page_size`` rows, each one short read after the last ``seq`` seen."""
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, got {page_size!r}")
+        after = -1
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(
+                    "SELECT seq, bucket, object, generation, size, event_id, event_time, added_at "
+                    "FROM window_items WHERE window_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (window_id, after, page_size),
+                ).fetchall()
+            for row in rows:
+                yield WindowItem.from_dict(dict(row))
+            if len(rows) < page_size:
+                return
+            after = rows[-1]["seq"]
 
     def set_window_manifest(
         self, window_id: str, manifest_uri: str, run_key: str, job_id: str
@@ -584,7 +618,7 @@ class SQLiteStore:
             rows = conn.execute(
                 "SELECT id, entry, expire_at FROM decisions "
                 "WHERE object_key = ? AND object_key != '' AND expire_at > ? "
-                "ORDER BY time DESC, id LIMIT ?",
+                "ORDER BY time DESC, id DESC LIMIT ?",
                 (object_key(gs_uri), self._clock(), max(int(limit), 0)),
             ).fetchall()
         return [DecisionRecord.output(r["id"], r["entry"], r["expire_at"]) for r in rows]
@@ -608,7 +642,7 @@ class SQLiteStore:
         if outcome is not None:
             sql += " AND outcome = ?"
             args.append(str(outcome))
-        sql += " ORDER BY time DESC, id LIMIT ?"
+        sql += " ORDER BY time DESC, id DESC LIMIT ?"
         args.append(max(int(limit), 0))
         with self._read() as conn:
             rows = conn.execute(sql, args).fetchall()
