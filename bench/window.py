@@ -129,8 +129,10 @@ def _seed(store: Any, count: int, now: float) -> str:
     from retrain_trigger.store import WindowItem
     from retrain_trigger.store.base import item_doc_id
 
+    prefix = f"seeded-{uuid.uuid4().hex[:8]}"
+
     def item(n: int) -> WindowItem:
-        return WindowItem(DATA_BUCKET, f"bulk/seeded/part-{n:06d}.csv", "1", size=1000 + n)
+        return WindowItem(DATA_BUCKET, f"bulk/{prefix}/part-{n:06d}.csv", "1", size=1000 + n)
 
     window_id: str = store.add_to_window(ROUTE, item(0), now).window_id
     if type(store).__name__ == "SQLiteStore":

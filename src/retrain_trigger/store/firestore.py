@@ -122,6 +122,8 @@ INITIAL_BACKOFF = 0.5
 MAXIMUM_BACKOFF = 5.0
 _PAGE = 200
 _WRITE_BATCH = 400
+# The most window items one streamed query reads (iter_window_items).
+ITEM_STREAM_PAGE = 10_000
 
 # The composite indexes the queries below need: (collection without prefix, ((field, order), ...)).
 # deploy/terraform/windows.tf declares each (google_firestore_index); a test keeps them equal.
@@ -607,13 +609,34 @@ class FirestoreStore:
     def iter_window_items(
         self, window_id: str, page_size: int = DEFAULT_ITEM_PAGE
     ) -> Iterator[WindowItem]:
-        """Pages ordered by ``added_at`` then document id (the composite index window_id +
-        added_at ascending), each query starting after the last document of the one before."""
+        """The items ordered by ``added_at`` then document id (the composite index window_id +
+        added_at ascending). Each query is a stream read one document at a time (gRPC flow
+        control: memory holds about one document, not a page) of up to
+        ``max(page_size, ITEM_STREAM_PAGE)`` documents; the next starts after the last one read.
+        Few queries matter where a query costs in proportion to the collection (the emulator
+        scans it whole: seconds per query at 100,000 items)."""
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size!r}")
-        query = self._items_of(window_id).order_by("added_at")
-        for doc in self._scan(query, page=page_size):
+        ordered = self._items_of(window_id).order_by("added_at")
+        for doc in self._stream(ordered, max(page_size, ITEM_STREAM_PAGE)):
             yield WindowItem.from_dict(doc.to_dict() or {})
+
+    def _stream(self, query: Any, limit: int = ITEM_STREAM_PAGE) -> Iterator[Any]:
+        """Every document of ``query``, each query of up to ``limit`` read as a stream one
+        document at a time; the next query starts after the last document read."""
+        last = None
+        while True:
+            paged = query.limit(limit)
+            if last is not None:
+                paged = paged.start_after(last)
+            read = 0
+            stream = self._call(paged.stream)
+            while (doc := self._call(next, stream, None)) is not None:
+                read += 1
+                last = doc
+                yield doc
+            if read < limit:
+                return
 
     def set_window_manifest(
         self, window_id: str, manifest_uri: str, run_key: str, job_id: str
@@ -674,11 +697,11 @@ class FirestoreStore:
         return self._conditional(ref, decide)
 
     def _stamp_items(self, window_id: str, expire_at: datetime) -> None:
-        """Page by page (bounded memory whatever the window's size), one batch per page."""
+        """Streamed (bounded memory whatever the window's size), one batch per 400 items."""
         query = self._items_of(window_id).select([])
         batch = self._client.batch()
         pending = 0
-        for doc in self._scan(query, page=_WRITE_BATCH):
+        for doc in self._stream(query):
             batch.update(doc.reference, {"expire_at": expire_at})
             pending += 1
             if pending == _WRITE_BATCH:
