@@ -270,3 +270,26 @@ def test_decision_ids_are_not_ordered_by_time(project: str) -> None:
     assert sorted(stored) == stored and stored != ids and stored != ids[::-1]
     listed = store.list_decisions(since=now, route="r", limit=5)
     assert [d["id"] for d in listed] == ids[::-1][:5]
+
+
+def test_items_stream_across_queries_in_order(
+    project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each streamed query reads at most ITEM_STREAM_PAGE items; the next one starts after the
+    last item read, so the manifest and the expiry stamps see every item once, in order."""
+    from retrain_trigger.store import WindowItem
+    from retrain_trigger.store import firestore as firestore_module
+
+    monkeypatch.setattr(firestore_module, "ITEM_STREAM_PAGE", 3)
+    store = FirestoreStore(project=project)
+    now = 1_800_000_000.0
+    names = [f"d/{n:02d}.csv" for n in range(10)]
+    for n, name in enumerate(names):
+        window_id = store.add_to_window("mnist", WindowItem("b", name, "1"), now + n).window_id
+    streamed = [i.object for i in store.iter_window_items(window_id, page_size=1)]
+    assert streamed == names
+
+    assert store.claim_window(window_id, "flush", now + 60, 30) is not None
+    assert store.close_window(window_id, "flush", "projects/p/jobs/j", now=now + 61)
+    stamped = [d.to_dict().get("expire_at") for d in store._items.stream()]
+    assert len(stamped) == 10 and None not in stamped
