@@ -274,8 +274,10 @@ class StateStore(Protocol):
     def iter_window_items(
         self, window_id: str, page_size: int = DEFAULT_ITEM_PAGE
     ) -> Iterator[WindowItem]:
-        """The window's items in the order they were added, read ``page_size`` at a time: memory
-        stays bounded whatever the window's size (the manifest of a large window streams them)."""
+        """The window's items in the order they were added, read lazily: the store holds at most
+        ``page_size`` of them at a time (Firestore: one document of a streamed query), so memory
+        stays bounded whatever the window's size (the manifest of a large window streams them).
+        ``page_size`` below 1 raises ``ValueError``."""
         ...
 
     def set_window_manifest(

@@ -40,7 +40,8 @@ takes no more items. A redelivery finds the item's document (its id is the diges
 ``gs://bucket/object#generation``) and adds nothing. An open window's count, bytes and last event
 time are read from its items: a ``count``/``sum`` aggregation query and the newest item (an
 ordered limit-1 query); its claim records them on the window once, as its items are final then.
-The manifest streams the items in pages (:meth:`FirestoreStore.iter_window_items`).
+The manifest streams the items (:meth:`FirestoreStore.iter_window_items`: queries of up to
+10,000 read one document at a time).
 
 Every other read-modify-write is atomic too. Opening a window, claiming one, and the changes of
 one document (the route's run slot, its pending run, a window's manifest and close), are
