@@ -350,6 +350,8 @@ def test_a_flush_whose_items_changed_since_the_claim_writes_no_manifest(make_ser
     )
     assert changed.outcome is Outcome.FAILED and "3 items read, 4 counted" in changed.reason
     assert fake_vertex.jobs == {} and fake_vertex.creates == 0
-    assert gcs.list_objects("win-bucket", prefix="pipeline-root/manifests/") == []
+    manifest = windows_gate.manifest_uri_for(service.config.route("batch"), info.window_id)
+    _, name = gcs.split_uri(manifest)
+    assert gcs.list_objects("win-bucket", prefix=name) == []
     stored = service.store.get_window(info.window_id)
     assert stored is not None and str(stored.state) == "CLOSING" and not stored.manifest_uri
