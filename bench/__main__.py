@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import figures
+from bench import figures, window
 from bench._env import Bench
 from bench._procs import REPO
 from bench._report import Row, machine, table, write_json
@@ -22,9 +22,11 @@ FIGURES = {
     "storm": figures.storm,
     "memory": figures.memory,
     "inproc": figures.inproc,
+    "window": None,  # set below: bench/window.py (the Firestore emulator and both stores)
     "e2e": None,  # set below: it needs the local stack, not the shared fakes
     "ui": None,  # set below: the status page over its own store
 }
+FIGURES["window"] = window.window
 LATEST = REPO / "bench" / "results" / "latest.json"
 
 BASELINE_NOTES = [

@@ -50,6 +50,8 @@ class Sizes:
     inproc_event: int
     inproc_client: int
     inproc_submitted: int
+    # window: deliveries through function_gcs into one window (it is then flushed: 1,000 objects)
+    window_ingest: int = 1000
 
     @classmethod
     def full(cls) -> Sizes:

@@ -103,7 +103,8 @@ resource "google_project_iam_member" "submitter_firestore" {
 }
 
 # POST /flush (the HTTP function) writes each closing window's manifest under the pipeline root
-# (windows.write_manifest -> gcs.write_bytes), with no generation precondition: a flush retried
+# (windows.write_manifest -> gcs.write_stream, one resumable upload), with no generation
+# precondition: a flush retried
 # after a crash rewrites the same manifest, an overwrite, which needs storage.objects.delete as
 # well as create (objectCreator alone answers 403:
 # https://cloud.google.com/storage/docs/access-control/iam-permissions). objectUser, on the

@@ -113,3 +113,53 @@ resource "google_firestore_field" "decision_entry" {
 
   index_config {}
 }
+
+# Composite indexes (store/firestore.py COMPOSITE_INDEXES; tests/deploy/test_firestore_indexes.py
+# keeps the two equal). A window's items stream in the order they were added and its newest item
+# gives its last event time; decision ids are random (no write hotspot), so listing decisions
+# newest first orders on their time field, after equality filters on object, route or outcome.
+locals {
+  firestore_composite_indexes = {
+    items_by_window_oldest_first = {
+      collection = "retrain_window_items"
+      fields     = [["window_id", "ASCENDING"], ["added_at", "ASCENDING"]]
+    }
+    items_by_window_newest_first = {
+      collection = "retrain_window_items"
+      fields     = [["window_id", "ASCENDING"], ["added_at", "DESCENDING"]]
+    }
+    decisions_by_object = {
+      collection = "retrain_decisions"
+      fields     = [["object_key", "ASCENDING"], ["time", "DESCENDING"]]
+    }
+    decisions_by_route = {
+      collection = "retrain_decisions"
+      fields     = [["route", "ASCENDING"], ["time", "DESCENDING"]]
+    }
+    decisions_by_outcome = {
+      collection = "retrain_decisions"
+      fields     = [["outcome", "ASCENDING"], ["time", "DESCENDING"]]
+    }
+    decisions_by_route_and_outcome = {
+      collection = "retrain_decisions"
+      fields     = [["route", "ASCENDING"], ["outcome", "ASCENDING"], ["time", "DESCENDING"]]
+    }
+  }
+}
+
+resource "google_firestore_index" "composite" {
+  for_each = { for name, index in local.firestore_composite_indexes : name => index if var.enable_windows }
+
+  project     = var.project_id
+  database    = google_firestore_database.windows[0].name
+  collection  = each.value.collection
+  query_scope = "COLLECTION"
+
+  dynamic "fields" {
+    for_each = each.value.fields
+    content {
+      field_path = fields.value[0]
+      order      = fields.value[1]
+    }
+  }
+}

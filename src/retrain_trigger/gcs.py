@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from retrain_trigger.errors import BackendRefused, BackendUnavailable, TemplateError
@@ -130,3 +132,50 @@ def list_objects(bucket: str, prefix: str = "", *, limit: int = 100_000) -> list
         if len(out) >= limit:
             break
     return out
+
+
+# -- streamed writes (window manifests of any size) --------------------------------------------
+
+
+def write_stream(
+    uri: str,
+    chunks: Iterable[bytes],
+    *,
+    content_type: str = "application/json",
+    chunk_size: int = 1024 * 1024,
+) -> None:
+    """Writes an object from pieces as one resumable upload, sent ``chunk_size`` bytes at a time
+    (a multiple of 256 KiB): memory stays bounded by the chunk, whatever the object's size. The
+    object appears only when the last piece is sent; when producing the pieces fails, the upload
+    is never finished (Cloud Storage discards it) and the error passes through."""
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    bucket, name = split_uri(uri)
+    blob = client().bucket(bucket).blob(name)
+    try:
+        writer = blob.open(
+            "wb",
+            chunk_size=chunk_size,
+            content_type=content_type,
+            timeout=READ_TIMEOUT,
+            retry=DEFAULT_RETRY,
+            ignore_flush=True,
+        )
+    except Exception as exc:
+        raise _translate(uri, exc) from None
+    finished = False
+    try:
+        for piece in chunks:  # an error making the pieces passes through as it is
+            try:
+                writer.write(piece)
+            except Exception as exc:
+                raise _translate(uri, exc) from None
+        try:
+            writer.close()
+        except Exception as exc:
+            raise _translate(uri, exc) from None
+        finished = True
+    finally:
+        if not finished:  # cancel the upload: no object, and nothing finishes it later
+            with contextlib.suppress(Exception):
+                writer.terminate()

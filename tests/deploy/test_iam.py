@@ -90,8 +90,9 @@ TABLE: list[Need] = [
     *_submitter("http"),
     Need(
         "http",
-        "storage.objects.create (and delete, to rewrite it after a crash) of window manifests",
-        "src/retrain_trigger/gates/windows.py::gcs.write_bytes(uri, data",
+        "storage.objects.create (a resumable upload; and delete, to rewrite it after a crash) "
+        "of window manifests",
+        "src/retrain_trigger/gates/windows.py::gcs.write_stream(",
         "roles/storage.objectUser",
         "bucket:artifacts",
         "objects/pipeline-root/manifests/",

@@ -34,6 +34,7 @@ from retrain_trigger.store.base import (
     entry_matches_object,
     new_window_id,
     object_key,
+    page_token_of,
 )
 
 
@@ -279,7 +280,8 @@ class MemoryStore:
 
     def _live(self) -> list[DecisionRecord]:
         now = self._clock()
-        return sorted((r for r in self.decisions.values() if r.expire_at > now), key=lambda r: r.id)
+        live = (r for r in self.decisions.values() if r.expire_at > now)
+        return sorted(live, key=lambda r: (r.time, r.id), reverse=True)  # newest first
 
     @staticmethod
     def _out(record: DecisionRecord) -> dict[str, Any]:
@@ -323,8 +325,9 @@ class MemoryStore:
         after = check_page_token(page_token)
         needle = check_object_filter(object_contains)
         found = []
+        times = []
         for record in self._live():
-            if after is not None and record.id <= after:
+            if after is not None and (record.time, record.id) >= after:
                 continue
             if route is not None and record.route != route:
                 continue
@@ -334,8 +337,9 @@ class MemoryStore:
             if needle is not None and not entry_matches_object(out, needle):
                 continue
             found.append(out)
+            times.append(record.time)
             if len(found) > limit:
-                return found[:limit], found[limit - 1]["id"]
+                return found[:limit], page_token_of(times[limit - 1], found[limit - 1]["id"])
         return found, None
 
     def purge_expired(self, now: float, limit: int = DEFAULT_PURGE_LIMIT) -> int:

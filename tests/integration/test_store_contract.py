@@ -103,11 +103,13 @@ def test_events_accumulate_in_one_open_window_per_route(store: StateStore) -> No
     assert first.added and second.added and other.added
     assert second.window_id == first.window_id != other.window_id
     assert first.window_id.startswith("mnist__") and "/" not in first.window_id
-    assert (second.count, second.opened_at, second.last_event_at) == (2, T0, T0 + 5)
+    # adding never counts the window (that would cost in proportion to its size)
+    assert (second.count, second.opened_at, second.last_event_at) == (None, T0, T0 + 5)
     assert second.state is WindowState.OPEN
     window = store.get_window(first.window_id)
     assert window is not None
     assert (window.route, window.state, window.count) == ("mnist", WindowState.OPEN, 2)
+    assert (window.opened_at, window.last_event_at, window.size_bytes) == (T0, T0 + 5, 20)
     assert [w.window_id for w in store.list_windows("mnist")] == [first.window_id]
     assert [i.object for i in store.window_items(first.window_id)] == [
         "data/2026-11-27/a.csv",
@@ -122,8 +124,11 @@ def test_items_are_deduplicated_by_object_and_generation(store: StateStore) -> N
     newer = store.add_to_window("mnist", item("a.csv", "2"), T0 + 40)
 
     assert not again.added
-    assert (again.window_id, again.count, again.last_event_at) == (first.window_id, 1, T0)
-    assert newer.added and newer.count == 2
+    assert (again.window_id, again.count, again.last_event_at) == (first.window_id, None, T0)
+    assert (again.state, again.opened_at) == (WindowState.OPEN, T0)
+    assert newer.added and newer.window_id == first.window_id
+    window = store.get_window(first.window_id)
+    assert window is not None and (window.count, window.last_event_at) == (2, T0 + 40)
     assert [(i.object, i.generation) for i in store.window_items(first.window_id)] == [
         ("data/2026-11-27/a.csv", "1"),
         ("data/2026-11-27/a.csv", "2"),
@@ -207,7 +212,11 @@ def test_events_after_a_claim_go_to_a_new_window(store: StateStore) -> None:
     new = store.add_to_window("mnist", item("b.csv"), T0 + 61)
     redelivered = store.add_to_window("mnist", item("a.csv"), T0 + 62)
 
-    assert new.added and new.window_id != old and new.count == 1 and new.opened_at == T0 + 61
+    assert new.added and new.window_id != old and new.opened_at == T0 + 61
+    assert [(w.count, w.last_event_at) for w in store.list_windows("mnist")] == [
+        (1, T0),
+        (1, T0 + 61),
+    ]
     assert not redelivered.added and redelivered.window_id == old
     assert redelivered.state is WindowState.CLOSING
     assert [i.object for i in store.window_items(old)] == ["data/2026-11-27/a.csv"]
@@ -308,6 +317,41 @@ def test_no_event_joins_a_window_after_its_claim(store: StateStore, twin: StateS
     everything = [i.object for w in windows for i in store.window_items(w.window_id)]
     assert sorted(everything) == [f"data/2026-11-27/busy-{n:02d}.csv" for n in range(40)]
     assert [w.count for w in windows] == [len(store.window_items(w.window_id)) for w in windows]
+
+
+def test_items_stream_in_pages_in_the_order_they_were_added(store: StateStore) -> None:
+    names = [f"page-{n:02d}.csv" for n in range(10)]
+    for n, name in enumerate(names):
+        window_id = store.add_to_window("mnist", item(name), T0 + n).window_id
+
+    for page_size in (1, 3, 10, 11):
+        streamed = store.iter_window_items(window_id, page_size=page_size)
+        assert [i.object.rsplit("/", 1)[1] for i in streamed] == names
+    assert list(store.iter_window_items("mnist__nope")) == []
+    with pytest.raises(ValueError, match="page_size must be at least 1, got 0"):
+        list(store.iter_window_items(window_id, page_size=0))
+
+
+def test_a_claim_records_the_tally_of_its_final_items(store: StateStore) -> None:
+    sizes = [10, 0, 5]
+    for n, size in enumerate(sizes):
+        window_id = store.add_to_window(
+            "mnist", WindowItem("b", f"data/{n}.csv", "1", size=size), T0 + n
+        ).window_id
+    store.add_to_window("mnist", WindowItem("b", "data/unknown.csv", "1", size=None), T0 + 7)
+
+    claimed = store.claim_window(window_id, "flush", T0 + 60, 30)
+    assert claimed is not None
+    assert (claimed.count, claimed.size_bytes, claimed.last_event_at) == (4, 15, T0 + 7)
+    late = store.add_to_window("mnist", WindowItem("b", "data/late.csv", "1", size=99), T0 + 61)
+    assert late.window_id != window_id
+    renewed = store.claim_window(window_id, "flush", T0 + 70, 30)
+    assert renewed is not None and (renewed.count, renewed.size_bytes) == (4, 15)
+    due = store.due_windows("mnist", T0 + 10 * DAY, 60, 300)
+    assert [(w.window_id, w.count, w.last_event_at) for w in due] == [
+        (window_id, 4, T0 + 7),
+        (late.window_id, 1, T0 + 61),
+    ]
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -578,6 +622,28 @@ def test_decisions_by_object_newest_first(store: StateStore, clock: Clock) -> No
         ids[1],
     ]
     assert store.decisions_for_object("gs://ct-bucket/data/none.csv") == []
+
+
+def test_decision_ids_spread_writes_and_listing_is_still_newest_first(
+    store: StateStore, clock: Clock
+) -> None:
+    """Ids do not follow time (no hotspot at one end of the key range); the order of a listing
+    comes from the decisions' time, the id breaking ties the same way in every store."""
+    now = clock()
+    moments = [now - 50 + n for n in range(40)]
+    ids = [store.record_decision(entry(m, "skipped", obj=f"data/{m}.csv"), DAY) for m in moments]
+
+    assert len(set(ids)) == 40
+    assert sorted(ids) != ids and sorted(ids) != ids[::-1]
+    assert len({i[:4] for i in ids}) > 20  # spread over the key range, not one neighbourhood
+    found = store.list_decisions(since=now - 60)
+    assert [d["time"] for d in found] == moments[::-1]
+    assert [d["id"] for d in found] == ids[::-1]
+    same = [
+        store.record_decision(entry(now, "skipped", obj=f"data/s{n}.csv"), DAY) for n in range(5)
+    ]
+    tied = [d["id"] for d in store.list_decisions(since=now)]
+    assert tied == sorted(same, reverse=True)
 
 
 def test_decisions_by_time_route_and_outcome(store: StateStore, clock: Clock) -> None:

@@ -3,6 +3,7 @@ store, fake-gcs-server (manifests) and the fake Vertex server (runs)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 
@@ -10,6 +11,7 @@ import pytest
 
 from retrain_trigger import gcs
 from retrain_trigger.config import parse_config
+from retrain_trigger.gates import windows as windows_gate
 from retrain_trigger.model import Kind, Outcome, Trigger
 from retrain_trigger.service import Service
 from retrain_trigger_dev.history import explain
@@ -300,3 +302,56 @@ def test_a_failing_sweep_does_not_fail_the_flush(make_service, fake_vertex, monk
     [decision] = service.flush()
     assert decision.outcome is Outcome.SUBMITTED
     assert "state store sweep failed: state store busy" in caplog.text
+
+
+# --------------------------------------------------------------------------- streamed manifests
+
+
+def test_a_streamed_object_appears_whole_or_not_at_all(fake_gcs):
+    """gcs.write_stream: pieces sent as one resumable upload in chunks; a failure while making
+    the pieces cancels the upload, and no object (not even a partial one) appears."""
+    fake_gcs.create_bucket("stream-bucket")
+    piece = b"x" * 300_000
+    gcs.write_stream("gs://stream-bucket/whole.json", iter([piece] * 8), chunk_size=256 * 1024)
+    assert gcs.read_bytes("gs://stream-bucket/whole.json", max_bytes=10**7) == piece * 8
+
+    def broken():
+        yield piece
+        yield piece
+        raise RuntimeError("the store went away")
+
+    with pytest.raises(RuntimeError, match="the store went away"):
+        gcs.write_stream("gs://stream-bucket/broken.json", broken(), chunk_size=256 * 1024)
+    names = [o["name"] for o in gcs.list_objects("stream-bucket")]
+    assert names == ["whole.json"]
+
+
+def test_a_flush_whose_items_changed_since_the_claim_writes_no_manifest(make_service, fake_vertex):
+    """The manifest's count is the claim's; items that differ from it (which the store's claim
+    makes impossible) fail the flush before anything is submitted, and the window stays CLOSING
+    for the next flush."""
+    clock = Clock()
+    service = make_service(clock=clock)
+    for i in range(3):
+        service.handle(obj(f"daily/2026-11-27/c-{i}.csv"))
+    [info] = service.store.due_windows("batch", clock.now + 10**6, 60, 600)
+    window = service.store.claim_window(info.window_id, "flush-a", clock.now, 60)
+    assert window is not None and window.count == 3
+    changed = windows_gate.close(
+        service.config,
+        service.config.route("batch"),
+        dataclasses.replace(window, count=4),
+        "flush-a",
+        store=service.store,
+        templates=service.templates,
+        run=service.run,
+        fail=service.fail,
+        clock=clock,
+    )
+    assert changed.outcome is Outcome.FAILED and "3 items read, 4 counted" in changed.reason
+    assert fake_vertex.jobs == {} and fake_vertex.creates == 0
+    manifest = windows_gate.manifest_uri_for(service.config.route("batch"), info.window_id)
+    _, name = gcs.split_uri(manifest)
+    assert gcs.list_objects("win-bucket", prefix=name) == []
+    stored = service.store.get_window(info.window_id)
+    assert stored is not None and str(stored.state) == "CLOSING" and not stored.manifest_uri

@@ -22,12 +22,14 @@ public methods, passed in, so that every decision is gated, logged and recorded 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from retrain_trigger import rules
@@ -55,41 +57,92 @@ def manifest_uri_for(route: Route, window_id: str) -> str:
     return f"{route.pipeline_root}/{MANIFEST_FOLDER}/{route.name}/{window_id}.json"
 
 
-def manifest_body(route: Route, window: Window, items: list[WindowItem]) -> bytes:
-    """Deterministic for a given window: a re-written manifest (after a crash) is identical."""
-    objects = [
-        {
-            "uri": item.gcs_uri,
-            "bucket": item.bucket,
-            "name": item.object,
-            "generation": item.generation,
-            "size": item.size,
-        }
-        for item in items
-    ]
-    body: dict[str, Any] = {
-        "kind": "retrain-trigger.window-manifest/v1",
+MANIFEST_KIND = "retrain-trigger.window-manifest/v1"
+# Bytes handed to the writer at a time; a GCS upload sends them in chunks of this size (a multiple
+# of 256 KiB, as resumable uploads require), so memory stays bounded whatever the window's size.
+MANIFEST_CHUNK_BYTES = 1024 * 1024
+# Window items read from the store per page while the manifest streams.
+MANIFEST_PAGE = 1000
+
+
+class ManifestIncomplete(RuntimeError):
+    """The items read while streaming were not the items the claim counted."""
+
+
+def _object(item: WindowItem) -> dict[str, Any]:
+    return {
+        "uri": item.gcs_uri,
+        "bucket": item.bucket,
+        "name": item.object,
+        "generation": item.generation,
+        "size": item.size,
+    }
+
+
+def manifest_chunks(
+    route: Route, window: Window, items: Iterable[WindowItem], count: int
+) -> Iterator[bytes]:
+    """The manifest, piece by piece, as ``json.dumps(body, indent=1, sort_keys=True)`` would
+    write it whole: deterministic for a given window, so a manifest re-written after a crash is
+    identical. ``count`` (written before the objects, as the keys are sorted) is the number the
+    claim recorded; a different number of items raises :class:`ManifestIncomplete` before the
+    last piece, so an incomplete manifest is never finished."""
+    head = {
+        "kind": MANIFEST_KIND,
         "route": route.name,
         "window_id": window.window_id,
         "run_key": f"window:{route.name}:{window.window_id}",
         "opened_at": window.opened_at,
-        "count": len(objects),
-        "objects": objects,
     }
-    return json.dumps(body, indent=1, sort_keys=True).encode()
+    dump = functools.partial(json.dumps, indent=1, sort_keys=True)
+    yield f'{{\n "count": {dump(count)},\n "kind": {dump(head["kind"])},\n "objects": ['.encode()
+    seen = 0
+    pieces: list[str] = []
+    size = 0
+    for item in items:
+        text = ("\n  " if seen == 0 else ",\n  ") + dump(_object(item)).replace("\n", "\n  ")
+        seen += 1
+        pieces.append(text)
+        size += len(text)
+        if size >= MANIFEST_CHUNK_BYTES:
+            yield "".join(pieces).encode()
+            pieces, size = [], 0
+    if seen != count:
+        raise ManifestIncomplete(
+            f"window {window.window_id}: {seen} items read, {count} counted at its claim"
+        )
+    closing = "\n ]" if seen else "]"
+    tail = "".join(f',\n "{key}": {dump(head[key])}' for key in sorted(head) if key != "kind")
+    yield ("".join(pieces) + closing + tail + "\n}").encode()
 
 
-def write_manifest(uri: str, data: bytes) -> None:
+def manifest_body(route: Route, window: Window, items: list[WindowItem]) -> bytes:
+    """The whole manifest of ``items`` in memory (small windows, tests)."""
+    return b"".join(manifest_chunks(route, window, items, len(items)))
+
+
+def write_manifest(uri: str, data: bytes | Iterable[bytes]) -> None:
+    """Writes the manifest from its pieces: to GCS as one resumable upload sent in chunks and
+    finished only after the last piece (a failure midway leaves no object), or to a local file
+    renamed into place."""
+    chunks: Iterable[bytes] = [data] if isinstance(data, bytes) else data
     if uri.startswith("gs://"):
         from retrain_trigger import gcs
 
-        gcs.write_bytes(uri, data, content_type="application/json")
+        gcs.write_stream(
+            uri, chunks, content_type="application/json", chunk_size=MANIFEST_CHUNK_BYTES
+        )
         return
     os.makedirs(os.path.dirname(uri), exist_ok=True)
     tmp = f"{uri}.{secrets.token_hex(4)}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, uri)
+    try:
+        with open(tmp, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+        os.replace(tmp, uri)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
 
 
 def default_owner() -> str:
@@ -103,7 +156,8 @@ def add(batch: rules.Batch, trigger: Trigger, *, store: StateStore, clock: Clock
 
     info = store.add_to_window(batch.route, WindowItem.from_trigger(trigger), clock())
     if not info.added:
-        window = store.get_window(info.window_id)
+        # An OPEN window has started no run yet: only a claimed one is read (for its job).
+        window = None if info.state == "OPEN" else store.get_window(info.window_id)
         return Decision(
             outcome=Outcome.DUPLICATE,
             reason=f"already in batch window {info.window_id} ({info.state})",
@@ -115,10 +169,7 @@ def add(batch: rules.Batch, trigger: Trigger, *, store: StateStore, clock: Clock
         )
     return Decision(
         outcome=Outcome.BATCHED,
-        reason=(
-            f"batched into window {info.window_id} ({info.count} object"
-            f"{'s' if info.count != 1 else ''}); one run starts when it closes"
-        ),
+        reason=f"batched into window {info.window_id}; one run starts when it closes",
         route=batch.route,
         run_key=batch.run_key,
         window_id=info.window_id,
@@ -197,7 +248,6 @@ def close(
 ) -> Decision:
     """Manifest, record, submit, close: the steps of one claimed window."""
     assert route.data is not None
-    items = store.window_items(window.window_id)
     trigger = Trigger(
         kind=Kind.DATA,
         source="window",
@@ -208,7 +258,8 @@ def close(
     manifest_uri = window.manifest_uri or manifest_uri_for(route, window.window_id)
     try:
         if not window.manifest_uri:
-            write_manifest(manifest_uri, manifest_body(route, window, items))
+            items = store.iter_window_items(window.window_id, page_size=MANIFEST_PAGE)
+            write_manifest(manifest_uri, manifest_chunks(route, window, items, window.count))
         request = rules.window_request(
             config, route, window.window_id, manifest_uri, trigger, templates
         )

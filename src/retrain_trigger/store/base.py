@@ -35,7 +35,7 @@ import json
 import re
 import secrets
 import time as _time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -56,8 +56,10 @@ DEFAULT_PURGE_LIMIT = 1000
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
+# How many window items one read of iter_window_items returns.
+DEFAULT_ITEM_PAGE = 1000
+
 _ROUTE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
-# Decision ids sort newest first: the first part counts milliseconds down from this bound.
 _MAX_MILLIS = 10**13 - 1
 
 
@@ -129,12 +131,17 @@ class WindowInfo:
 
     ``added`` is False when the item was already recorded for the route (a redelivery); the info
     then describes the window that holds it, which may be CLOSING or CLOSED already.
+
+    From :meth:`StateStore.add_to_window`, ``count`` is None (adding an object never counts the
+    window: that would cost in proportion to the window's size on every event) and
+    ``last_event_at`` is the time the item was recorded (for a redelivery, the first time).
+    From :meth:`StateStore.due_windows` both describe the whole window.
     """
 
     window_id: str
     route: str
     state: WindowState
-    count: int
+    count: int | None
     opened_at: float
     last_event_at: float
     added: bool = True
@@ -160,6 +167,8 @@ class Window:
     job_name: str = ""
     closed_at: float | None = None
     expire_at: float | None = None
+    # The sum of the items' sizes (bytes; items of unknown size count 0).
+    size_bytes: int = 0
 
     def info(self, *, added: bool = True) -> WindowInfo:
         return WindowInfo(
@@ -264,6 +273,8 @@ class StateStore(Protocol):
 
         Atomic. An item already recorded for the route (same ``gs://bucket/object#generation``, in
         any window) is not added again: ``added`` is False and the window is left untouched.
+        The cost does not depend on how many items the window holds: the info returned has no
+        ``count`` (see :class:`WindowInfo`), and nothing every addition writes is shared.
         """
         ...
 
@@ -287,6 +298,15 @@ class StateStore(Protocol):
 
     def window_items(self, window_id: str) -> list[WindowItem]:
         """The window's items in the order they were added."""
+        ...
+
+    def iter_window_items(
+        self, window_id: str, page_size: int = DEFAULT_ITEM_PAGE
+    ) -> Iterator[WindowItem]:
+        """The window's items in the order they were added, read lazily: the store holds at most
+        ``page_size`` of them at a time (Firestore: one document of a streamed query), so memory
+        stays bounded whatever the window's size (the manifest of a large window streams them).
+        ``page_size`` below 1 raises ``ValueError``."""
         ...
 
     def set_window_manifest(
@@ -466,16 +486,20 @@ def object_key(gs_uri: str) -> str:
     return digest(gs_uri, 32)
 
 
+# -- decision ids (the window path at scale) ----------------------------------------------------
+#
+# Decision ids spread writes: a key that grows (or shrinks) with time sends every write of the
+# moment to one end of the key range, a hotspot (Firestore's best practices: "avoid monotonically
+# increasing document ids"). The id starts with 16 random hex digits; the time it also carries
+# comes after them, for a reader of the id only. Listing newest first orders on the ``time``
+# field, never on the id.
+
+
 def decision_id(moment: float) -> str:
-    """Sorts newest first: milliseconds counted down, then a random part."""
+    """``<16 random hex digits>-<milliseconds since the epoch, 13 digits>``: no two writes of one
+    moment are neighbours in key order."""
     millis = min(max(int(moment * 1000), 0), _MAX_MILLIS)
-    return f"{_MAX_MILLIS - millis:013d}-{secrets.token_hex(6)}"
-
-
-def decision_id_bound(moment: float) -> str:
-    """The id prefix of decisions made in the millisecond of ``moment``."""
-    millis = min(max(int(moment * 1000), 0), _MAX_MILLIS)
-    return f"{_MAX_MILLIS - millis:013d}"
+    return f"{secrets.token_hex(8)}-{millis:013d}"
 
 
 def entry_time(value: Any, default: float) -> float:
@@ -789,7 +813,8 @@ def unknown_run(end: RunEnd) -> RunRecord:
 def run_page_key(record: RunRecord) -> str:
     """The order of ``list_runs``: newest submission first, then job id (a page token)."""
     moment = record.submitted_at or record.ended_at or 0.0
-    return f"{decision_id_bound(moment)}|{record.job_id}"
+    millis = min(max(int(moment * 1000), 0), _MAX_MILLIS)
+    return f"{_MAX_MILLIS - millis:013d}|{record.job_id}"
 
 
 def champion_id(change: ChampionChange) -> str:
@@ -814,19 +839,28 @@ def positive_ttl(ttl_seconds: float) -> float:
 
 # --------------------------------------------------------------------------- decision paging
 
-# A page token is the id of the last decision a page covered: 13 digits, '-', 12 hex digits.
-_PAGE_TOKEN = re.compile(r"^[0-9]{13}-[0-9a-f]{12}$")
+# A page token is where the last page ended: the ``time`` of its last decision (as Python writes
+# a float, so it reads back to the same number) and that decision's id, for the order both stores
+# page in (newest time first, then id descending; ids are random, so time orders and the id only
+# breaks ties).
+_PAGE_TOKEN = re.compile(r"^([0-9]{1,12}(?:\.[0-9]{1,20})?)~([0-9a-f]{16}-[0-9]{13})$")
 # The longest object substring a page filters by (an object name is at most 1024 bytes).
 MAX_OBJECT_FILTER = 1024
 
 
-def check_page_token(token: str | None) -> str | None:
-    """``None`` for the first page, else the id of the last decision of the previous page."""
+def page_token_of(moment: Any, record_id: str) -> str:
+    """The token of a page that ends at the decision made at ``moment`` with id ``record_id``."""
+    return f"{float(moment)!r}~{record_id}"
+
+
+def check_page_token(token: str | None) -> tuple[float, str] | None:
+    """``None`` for the first page, else the (time, id) the previous page ended at."""
     if token is None or token == "":
         return None
-    if not isinstance(token, str) or not _PAGE_TOKEN.fullmatch(token):
+    match = _PAGE_TOKEN.fullmatch(token) if isinstance(token, str) else None
+    if match is None:
         raise ValueError(f"invalid page token: {str(token)[:80]!r}")
-    return token
+    return float(match.group(1)), match.group(2)
 
 
 def check_page_limit(limit: int) -> int:

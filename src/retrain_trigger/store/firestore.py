@@ -5,10 +5,12 @@ that keep their state in SQLite (or skip an event) never pay for it.
 
 Documents (``retrain_`` is the default ``prefix``; ids never contain '/')::
 
-    retrain_routes/{route}                 open_window: the id of the route's OPEN window, or ""
-    retrain_windows/{route}__{stamp}-{rnd} the window: route, state, opened_at, last_event_at,
-                                           count, owner, lease_until, claimed_at, claims,
-                                           manifest_uri, run_key, job_id, job_name, closed_at
+    retrain_routes/{route}                 open_window: the id of the route's OPEN window, or "";
+                                           opened_at: when it opened
+    retrain_windows/{route}__{stamp}-{rnd} the window: route, state, opened_at, owner,
+                                           lease_until, claimed_at, claims, manifest_uri, run_key,
+                                           job_id, job_name, closed_at; from its claim on, its
+                                           tally: count, size_bytes, last_event_at, counted
     retrain_window_items/{route}__{sha256(gs://bucket/object#generation)[:40]}
                                            one item: window_id, key, bucket, object, generation,
                                            size, event_id, event_time, added_at
@@ -16,8 +18,7 @@ Documents (``retrain_`` is the default ``prefix``; ids never contain '/')::
     retrain_active/{route}                 the job holding the route's run slot: job_id,
                                            job_name, started_at, lease_until (while reserved),
                                            others (runs still tracked), revision
-    retrain_decisions/{13-digit countdown of ms}-{rnd}
-                                           time, expire_at (Timestamp), route, outcome,
+    retrain_decisions/{16 random hex}-{ms} time, expire_at (Timestamp), route, outcome,
                                            object_key (sha256 of gs://bucket/object), run_key,
                                            job_id, window_id, entry (the entry as JSON text)
 
@@ -25,14 +26,27 @@ Windows and window items also carry ``expire_at`` (Timestamp): null while the wi
 closing, set when it closes (close time plus ``retention_seconds``); the items first, then the
 window, so no closed window has an item that never expires.
 
-Every read-modify-write is atomic. Adding an item to an open window is a transaction
-(``@firestore.transactional``): it reads the route document and the item's document and writes
-the window with ``Increment`` and ``Maximum`` transforms without reading it, so concurrent
-additions to one window do not conflict; they conflict only with a claim, which moves the route's
-``open_window`` pointer, so an event is either in the claimed window or in the next one. Opening
-a window, claiming one, and the changes of one document (the route's run slot, its pending run,
-a window's manifest and close), are conditional writes: read, then create the document on the precondition that it does not
-exist, or update or delete it on the precondition that its update time is the one read; a racing
+**Windows at scale** (a bulk upload: thousands of objects a minute into one window). Adding an
+object writes its item's document and nothing else: no window, route or counter document that
+every other addition writes too (a single document sustains about one write per second:
+https://cloud.google.com/firestore/docs/best-practices#high_read_write_and_delete_rates_to_a_narrow_document_range).
+The addition is a transaction that *reads* the route's ``open_window`` pointer and the item's
+document and *creates* the item in the window the pointer names. Reads in a server-SDK
+transaction take shared locks (https://cloud.google.com/firestore/docs/transaction-data-contention),
+so additions do not conflict with one another; a claim moves the pointer, a write that is
+ordered after every addition holding the lock and before every later one, which then finds no
+open window and opens the next. So every object is in exactly one window, and a claimed window
+takes no more items. A redelivery finds the item's document (its id is the digest of route and
+``gs://bucket/object#generation``) and adds nothing. An open window's count, bytes and last event
+time are read from its items: a ``count``/``sum`` aggregation query and the newest item (an
+ordered limit-1 query); its claim records them on the window once, as its items are final then.
+The manifest streams the items (:meth:`FirestoreStore.iter_window_items`: queries of up to
+10,000 read one document at a time).
+
+Every other read-modify-write is atomic too. Opening a window, claiming one, and the changes of
+one document (the route's run slot, its pending run, a window's manifest and close), are
+conditional writes: read, then create the document on the precondition that it does not exist,
+or update or delete it on the precondition that its update time is the one read; a racing
 writer fails its precondition at once and reads again, and no lock is held in between.
 
 **Contention.** Firestore resolves two transactions on one document by delaying or aborting one
@@ -46,10 +60,11 @@ precondition) and transient unavailability are retried with full-jitter exponent
 ``deadline`` seconds (the submit deadline) have passed; only then is it a (retryable)
 ``StoreError``.
 
-**No composite index is needed.** Every query is equality filters on single fields (merged from the
-automatic single-field indexes), optionally with a range on the document id: the decision ids
-count milliseconds down, so ascending id order (the default order, and the only key order that
-needs no custom index) is newest first. Ranges on other fields are applied to the results.
+**Indexes.** Decision ids start with random digits (no hotspot at one end of the key range), so
+listing decisions newest first orders on their ``time`` field; that and the window items' order
+by ``added_at`` need the composite indexes in :data:`COMPOSITE_INDEXES`, declared in
+deploy/terraform/windows.tf (a test keeps the two equal). The other queries are equality filters
+merged from the automatic single-field indexes.
 
 **Time-to-live.** ``expire_at`` is a Timestamp in ``retrain_decisions``, ``retrain_windows`` and
 ``retrain_window_items`` (the collections that grow); a TTL policy on it in each deletes expired
@@ -78,6 +93,7 @@ from retrain_trigger.errors import StoreError
 from retrain_trigger.store.base import (
     DEFAULT_CHAMPION_LIMIT,
     DEFAULT_DECISION_LIMIT,
+    DEFAULT_ITEM_PAGE,
     DEFAULT_OBJECT_LIMIT,
     DEFAULT_PAGE_SIZE,
     DEFAULT_PURGE_LIMIT,
@@ -101,12 +117,12 @@ from retrain_trigger.store.base import (
     check_route,
     check_run_page_token,
     check_run_state,
-    decision_id_bound,
     ended_record,
     entry_matches_object,
     item_doc_id,
     new_window_id,
     object_key,
+    page_token_of,
     positive_ttl,
     run_page_key,
     unknown_run,
@@ -129,6 +145,22 @@ _PAGE = 200
 # (Firestore cannot match a substring): a page stops there and hands on a token to go on from.
 PAGE_SCAN_BUDGET = 2000
 _WRITE_BATCH = 400
+# The most window items one streamed query reads (iter_window_items).
+ITEM_STREAM_PAGE = 10_000
+
+# The composite indexes the queries below need: (collection without prefix, ((field, order), ...)).
+# deploy/terraform/windows.tf declares each (google_firestore_index); a test keeps them equal.
+COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    # iter_window_items: a window's items in the order they were added
+    ("window_items", (("window_id", "ASCENDING"), ("added_at", "ASCENDING"))),
+    # _tally: a window's newest item (its last event time)
+    ("window_items", (("window_id", "ASCENDING"), ("added_at", "DESCENDING"))),
+    # decisions_for_object, list_decisions by route, by outcome, by both: newest first
+    ("decisions", (("object_key", "ASCENDING"), ("time", "DESCENDING"))),
+    ("decisions", (("route", "ASCENDING"), ("time", "DESCENDING"))),
+    ("decisions", (("outcome", "ASCENDING"), ("time", "DESCENDING"))),
+    ("decisions", (("route", "ASCENDING"), ("outcome", "ASCENDING"), ("time", "DESCENDING"))),
+)
 
 
 def _seconds(value: Any) -> float | None:
@@ -144,6 +176,8 @@ def _timestamp(seconds: float) -> datetime:
 
 
 def _window(doc_id: str, data: Mapping[str, Any]) -> Window:
+    """The window as stored; ``count``, ``last_event_at`` and ``size_bytes`` are in ``data``
+    only once tallied (see :meth:`FirestoreStore._read_window`)."""
     return Window(
         window_id=doc_id,
         route=data.get("route", ""),
@@ -161,6 +195,7 @@ def _window(doc_id: str, data: Mapping[str, Any]) -> Window:
         job_name=data.get("job_name") or "",
         closed_at=_seconds(data.get("closed_at")),
         expire_at=_seconds(data.get("expire_at")),
+        size_bytes=int(data.get("size_bytes") or 0),
     )
 
 
@@ -380,15 +415,17 @@ class FirestoreStore:
     # -- windows -----------------------------------------------------------------------------
 
     def add_to_window(self, route: str, item: WindowItem, now: float) -> WindowInfo:
-        """Joins the route's open window in a transaction. When the route has none, the
-        transaction writes nothing and a conditional write opens one: the window and the item
-        are created, and the route's pointer written on the precondition that the route is as
-        the transaction read it. Of instances racing to open a window, one wins at once and the
-        others join it; none holds a lock on the route while the others wait for it."""
+        """Writes the item's document and nothing else (see "Windows at scale" above).
+
+        A transaction reads the route's pointer (a shared lock: adders do not conflict with one
+        another) and the item's document (a redelivery finds it), and creates the item in the
+        window the pointer names. When the route has none, the transaction writes nothing and
+        a conditional write opens one: the window and the item are created, and the route's
+        pointer written on the precondition that the route is as the transaction read it. Of
+        instances racing to open a window, one wins at once and the others join it."""
         check_route(route)
         route_ref = self._routes.document(route)
         item_ref = self._items.document(item_doc_id(route, item.key))
-        fs = self._fs
 
         def record(window_id: str) -> dict[str, Any]:
             data = item.to_dict()
@@ -397,46 +434,48 @@ class FirestoreStore:
             )
             return data
 
-        def new_window() -> dict[str, Any]:
-            return {
-                "route": route,
-                "state": str(WindowState.OPEN),
-                "opened_at": now,
-                "last_event_at": now,
-                "count": 1,
-                "owner": "",
-                "lease_until": None,
-                "claims": 0,
-                "expire_at": None,
-            }
-
-        def body(tx: Any) -> tuple[str, bool, Any]:
-            """(window id, added, None), or ("", False, the route's snapshot) when the route has
-            no open window: then nothing is written here (see ``attempt``)."""
+        def body(tx: Any) -> tuple[WindowInfo | None, Any]:
+            """(the info, None), or (None, the route's snapshot) when the route has no open
+            window: then nothing is written here (see ``attempt``)."""
             refs = [route_ref, item_ref]
             snaps = {s.reference.path: s for s in self._client.get_all(refs, transaction=tx)}
             held = snaps[item_ref.path]
             if held.exists:
-                return str(held.to_dict()["window_id"]), False, None
+                data = held.to_dict() or {}
+                info = WindowInfo(
+                    window_id=str(data.get("window_id") or ""),
+                    route=route,
+                    state=WindowState.CLOSED,  # read below, outside the transaction
+                    count=None,
+                    opened_at=0.0,
+                    last_event_at=float(data.get("added_at") or 0.0),
+                    added=False,
+                )
+                return info, None
             route_snap = snaps[route_ref.path]
-            open_id = (route_snap.to_dict() or {}).get("open_window") if route_snap.exists else ""
+            pointer = (route_snap.to_dict() or {}) if route_snap.exists else {}
+            open_id = pointer.get("open_window") or ""
             if not open_id:
-                return "", False, route_snap
-            tx.update(
-                self._windows.document(open_id),
-                {"count": fs.Increment(1), "last_event_at": fs.Maximum(now)},
-            )
+                return None, route_snap
             tx.create(item_ref, record(open_id))
-            return str(open_id), True, None
+            info = WindowInfo(
+                window_id=str(open_id),
+                route=route,
+                state=WindowState.OPEN,
+                count=None,
+                opened_at=float(pointer.get("opened_at") or now),
+                last_event_at=now,
+            )
+            return info, None
 
-        def attempt() -> tuple[str, bool]:
-            window_id, added, route_snap = self._in_transaction(body)
-            if route_snap is None:
-                return window_id, added
+        def attempt() -> WindowInfo:
+            info, route_snap = self._in_transaction(body)
+            if info is not None:
+                return info
             open_id = new_window_id(route, now)
-            pointer = {"route": route, "open_window": open_id, "updated_at": now}
+            pointer = {"route": route, "open_window": open_id, "opened_at": now, "updated_at": now}
             batch = self._client.batch()
-            batch.create(self._windows.document(open_id), new_window())
+            batch.create(self._windows.document(open_id), self._new_window(route, now))
             batch.create(item_ref, record(open_id))
             if route_snap.exists:
                 unchanged = self._client.write_option(last_update_time=route_snap.update_time)
@@ -444,18 +483,74 @@ class FirestoreStore:
             else:
                 batch.create(route_ref, pointer)
             batch.commit()
-            return open_id, True
+            return WindowInfo(open_id, route, WindowState.OPEN, None, now, now)
 
         errors = self._errors
-        window_id, added = self._retrying(
+        info = self._retrying(
             attempt,
             "window add",
             conflicts=(errors.FailedPrecondition, errors.AlreadyExists, errors.NotFound),
         )
-        window = self.get_window(window_id)
-        if window is None:  # its items expired with it; TTL deleted the window first
-            return WindowInfo(window_id, route, WindowState.CLOSED, 0, 0.0, 0.0, added=False)
-        return window.info(added=added)
+        if info.added:
+            return info
+        # A redelivery (rare next to the additions): the window's state and opening time.
+        snap = self._call(self._windows.document(info.window_id).get)
+        if not snap.exists:  # its items expired with it; TTL deleted the window first
+            return info
+        data = snap.to_dict() or {}
+        return WindowInfo(
+            window_id=info.window_id,
+            route=route,
+            state=WindowState(data.get("state", WindowState.OPEN)),
+            count=None,
+            opened_at=float(data.get("opened_at") or 0.0),
+            last_event_at=info.last_event_at,
+            added=False,
+        )
+
+    @staticmethod
+    def _new_window(route: str, now: float) -> dict[str, Any]:
+        """An OPEN window: its count, size and last event time are not fields (they would be
+        written by every addition); they are read from its items, and recorded by its claim."""
+        return {
+            "route": route,
+            "state": str(WindowState.OPEN),
+            "opened_at": now,
+            "owner": "",
+            "lease_until": None,
+            "claims": 0,
+            "expire_at": None,
+        }
+
+    def _items_of(self, window_id: str) -> Any:
+        return self._where(self._items, "window_id", "==", window_id)
+
+    def _tally(self, window_id: str) -> dict[str, Any]:
+        """Count, bytes and last event time of a window from its items: an aggregation query
+        (count and sum over the single-field index of ``window_id``) and the newest item (an
+        ordered limit-1 query over the composite index window_id + added_at descending)."""
+        items = self._items_of(window_id)
+        aggregation = items.count(alias="count").sum("size", alias="bytes")
+        results = self._call(aggregation.get)
+        values = {r.alias: r.value for batch in results for r in batch}
+        newest = self._call(
+            lambda: list(
+                items.order_by("added_at", direction=self._fs.Query.DESCENDING).limit(1).stream()
+            )
+        )
+        last = float((newest[0].to_dict() or {}).get("added_at") or 0.0) if newest else 0.0
+        return {
+            "count": int(values.get("count") or 0),
+            "size_bytes": int(values.get("bytes") or 0),
+            "last_event_at": last,
+        }
+
+    def _read_window(self, doc_id: str, data: Mapping[str, Any]) -> Window:
+        """The window; an OPEN one (or one whose claim did not record its tally) is tallied from
+        its items."""
+        if data.get("counted"):
+            return _window(doc_id, data)
+        return _window(doc_id, {**data, **self._tally(doc_id)})
 
     def due_windows(
         self, route: str | None, now: float, quiet_seconds: float, max_wait_seconds: float
@@ -465,7 +560,7 @@ class FirestoreStore:
             query = self._where(self._windows, "state", "==", str(state))
             if route is not None:
                 query = self._where(query, "route", "==", check_route(route))
-            windows.extend(_window(d.id, d.to_dict()) for d in self._scan(query))
+            windows.extend(self._read_window(d.id, d.to_dict()) for d in self._scan(query))
         windows.sort(key=lambda w: (w.opened_at, w.window_id))
         return [w.info() for w in windows if w.due(now, quiet_seconds, max_wait_seconds)]
 
@@ -474,9 +569,12 @@ class FirestoreStore:
     ) -> Window | None:
         """A conditional write. An OPEN window is claimed together with its route's pointer,
         on the precondition that the route is unchanged: every claim of an OPEN window moves
-        that pointer, additions never do, so a racing claim fails it while additions (which
-        write the window) do not hold the claim up. A CLOSING window (its lease expired, or a
-        renewal) is claimed on the precondition that the window itself is unchanged."""
+        that pointer, and every addition holds a read lock on it until it commits, so the claim
+        is ordered after every addition that joined the window and before any that did not
+        (those find no open window and open the next one). A CLOSING window (its lease expired,
+        or a renewal) is claimed on the precondition that the window itself is unchanged.
+
+        Once claimed, the window's items can no longer change: their tally is recorded on it."""
         if not owner:
             raise ValueError("a window claim needs an owner")
         ref = self._windows.document(window_id)
@@ -525,13 +623,50 @@ class FirestoreStore:
             "window claim",
             conflicts=(errors.FailedPrecondition, errors.NotFound),
         )
-        return self.get_window(window_id) if claimed else None
+        if not claimed:
+            return None
+        snap = self._call(ref.get)
+        data = snap.to_dict() or {}
+        if not data.get("counted"):
+            tally = {**self._tally(window_id), "counted": True}
+            self._call(ref.update, tally)  # the items are final: recorded once
+            data.update(tally)
+        return _window(window_id, data)
 
     def window_items(self, window_id: str) -> list[WindowItem]:
-        query = self._where(self._items, "window_id", "==", window_id)
-        data = [d.to_dict() for d in self._scan(query, page=500)]
-        data.sort(key=lambda d: (d.get("added_at") or 0.0, d.get("key") or ""))
-        return [WindowItem.from_dict(d) for d in data]
+        return list(self.iter_window_items(window_id))
+
+    def iter_window_items(
+        self, window_id: str, page_size: int = DEFAULT_ITEM_PAGE
+    ) -> Iterator[WindowItem]:
+        """The items ordered by ``added_at`` then document id (the composite index window_id +
+        added_at ascending). Each query is a stream read one document at a time (gRPC flow
+        control: memory holds about one document, not a page) of up to
+        ``max(page_size, ITEM_STREAM_PAGE)`` documents; the next starts after the last one read.
+        Few queries matter where a query costs in proportion to the collection (the emulator
+        scans it whole: seconds per query at 100,000 items)."""
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, got {page_size!r}")
+        ordered = self._items_of(window_id).order_by("added_at")
+        for doc in self._stream(ordered, max(page_size, ITEM_STREAM_PAGE)):
+            yield WindowItem.from_dict(doc.to_dict() or {})
+
+    def _stream(self, query: Any, limit: int = ITEM_STREAM_PAGE) -> Iterator[Any]:
+        """Every document of ``query``, each query of up to ``limit`` read as a stream one
+        document at a time; the next query starts after the last document read."""
+        last = None
+        while True:
+            paged = query.limit(limit)
+            if last is not None:
+                paged = paged.start_after(last)
+            read = 0
+            stream = self._call(paged.stream)
+            while (doc := self._call(next, stream, None)) is not None:
+                read += 1
+                last = doc
+                yield doc
+            if read < limit:
+                return
 
     def set_window_manifest(
         self, window_id: str, manifest_uri: str, run_key: str, job_id: str
@@ -592,23 +727,28 @@ class FirestoreStore:
         return self._conditional(ref, decide)
 
     def _stamp_items(self, window_id: str, expire_at: datetime) -> None:
-        query = self._where(self._items, "window_id", "==", window_id).select([])
-        refs = [doc.reference for doc in self._scan(query, page=500)]
-        for start in range(0, len(refs), _WRITE_BATCH):
-            batch = self._client.batch()
-            for item_ref in refs[start : start + _WRITE_BATCH]:
-                batch.update(item_ref, {"expire_at": expire_at})
+        """Streamed (bounded memory whatever the window's size), one batch per 400 items."""
+        query = self._items_of(window_id).select([])
+        batch = self._client.batch()
+        pending = 0
+        for doc in self._stream(query):
+            batch.update(doc.reference, {"expire_at": expire_at})
+            pending += 1
+            if pending == _WRITE_BATCH:
+                self._call(batch.commit)
+                batch, pending = self._client.batch(), 0
+        if pending:
             self._call(batch.commit)
 
     def get_window(self, window_id: str) -> Window | None:
         snap = self._call(self._windows.document(window_id).get)
-        return _window(snap.id, snap.to_dict()) if snap.exists else None
+        return self._read_window(snap.id, snap.to_dict()) if snap.exists else None
 
     def list_windows(self, route: str, state: WindowState | str | None = None) -> list[Window]:
         query = self._where(self._windows, "route", "==", check_route(route))
         if state is not None:
             query = self._where(query, "state", "==", str(WindowState(state)))
-        windows = [_window(d.id, d.to_dict()) for d in self._scan(query)]
+        windows = [self._read_window(d.id, d.to_dict()) for d in self._scan(query)]
         windows.sort(key=lambda w: (w.opened_at, w.window_id))
         return windows
 
@@ -749,24 +889,13 @@ class FirestoreStore:
         )
         return record.id
 
-    def _decisions_of(
-        self,
-        query: Any,
-        limit: int,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[dict[str, Any]]:
+    def _decisions_of(self, query: Any, limit: int) -> list[dict[str, Any]]:
         now = self._clock()
         out: list[dict[str, Any]] = []
         if limit <= 0:
             return out
         for doc in self._scan(query, page=max(min(limit * 2, _PAGE), 10)):
             data = doc.to_dict()
-            moment = float(data.get("time") or 0.0)
-            if since is not None and moment < since:
-                continue  # only in the millisecond of ``since``: the id bound excludes older
-            if until is not None and moment >= until:
-                continue
             expire_at = _seconds(data.get("expire_at")) or 0.0
             if expire_at <= now:
                 continue
@@ -775,11 +904,14 @@ class FirestoreStore:
                 break
         return out
 
+    def _newest_first(self, query: Any) -> Any:
+        return query.order_by("time", direction=self._fs.Query.DESCENDING)
+
     def decisions_for_object(
         self, gs_uri: str, limit: int = DEFAULT_OBJECT_LIMIT
     ) -> list[dict[str, Any]]:
         query = self._where(self._decisions, "object_key", "==", object_key(gs_uri))
-        return self._decisions_of(query, int(limit))
+        return self._decisions_of(self._newest_first(query), int(limit))
 
     def list_decisions(
         self,
@@ -789,22 +921,17 @@ class FirestoreStore:
         outcome: str | None = None,
         limit: int = DEFAULT_DECISION_LIMIT,
     ) -> list[dict[str, Any]]:
+        """Newest first by ``time`` (ids are random: see store/base.py), over the composite
+        indexes declared in deploy/terraform/windows.tf (:data:`COMPOSITE_INDEXES`)."""
         query: Any = self._decisions
         if route is not None:
             query = self._where(query, "route", "==", route)
         if outcome is not None:
             query = self._where(query, "outcome", "==", str(outcome))
-        document_id = self._document_id
-        # Ids count milliseconds down: "older than until" is a lower bound on the id, "not
-        # older than since" an upper one. The exact comparison is made on ``time``.
+        query = self._where(query, "time", ">=", float(since))
         if until is not None:
-            query = self._where(
-                query, document_id, ">=", self._decisions.document(decision_id_bound(until))
-            )
-        query = self._where(
-            query, document_id, "<", self._decisions.document(decision_id_bound(since) + ".")
-        )
-        return self._decisions_of(query, int(limit), since=since, until=until)
+            query = self._where(query, "time", "<", float(until))
+        return self._decisions_of(self._newest_first(query), int(limit))
 
     # -- pauses ------------------------------------------------------------------------
     # One document per paused route, id the route's name (a single-document write each).
@@ -1043,11 +1170,12 @@ class FirestoreStore:
         limit: int = DEFAULT_PAGE_SIZE,
         page_token: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Equality filters on ``route`` and ``outcome`` and a range on the document id (ids count
-        milliseconds down: ascending id order is newest first), so no composite index is needed.
-        Expired decisions (TTL deletion lags) and, for ``object_contains``, decisions about other
-        objects are skipped after reading; at most :data:`PAGE_SCAN_BUDGET` documents are read
-        for one page, which then ends early with a token to continue from."""
+        """Newest first by ``time``, then document id (ids are random: see store/base.py), over
+        the composite indexes of :data:`COMPOSITE_INDEXES`; a page token is the ``time`` and id
+        of the last decision read, the query's cursor. Expired decisions (TTL deletion lags) and,
+        for ``object_contains``, decisions about other objects are skipped after reading; at
+        most :data:`PAGE_SCAN_BUDGET` documents are read for one page, which then ends early
+        with a token to continue from."""
         limit = check_page_limit(limit)
         after = check_page_token(page_token)
         needle = check_object_filter(object_contains)
@@ -1056,20 +1184,36 @@ class FirestoreStore:
             query = self._where(query, "route", "==", str(route))
         if outcome is not None:
             query = self._where(query, "outcome", "==", str(outcome))
+        query = self._newest_first(query).order_by(
+            self._document_id, direction=self._fs.Query.DESCENDING
+        )
+        cursor: dict[str, Any] | None = None
         if after is not None:
-            query = self._where(query, self._document_id, ">", self._decisions.document(after))
+            cursor = {"time": after[0], self._document_id: self._decisions.document(after[1])}
         now = self._clock()
         found: list[dict[str, Any]] = []
-        page = _PAGE if needle is not None else limit + 1
-        for read, doc in enumerate(self._scan(query, page=page), start=1):
-            data = doc.to_dict()
-            expire_at = _seconds(data.get("expire_at")) or 0.0
-            if expire_at > now:
-                entry = DecisionRecord.output(doc.id, data.get("entry") or "{}", expire_at)
-                if needle is None or entry_matches_object(entry, needle):
-                    found.append(entry)
-                    if len(found) > limit:
-                        return found[:limit], found[limit - 1]["id"]
-            if read >= PAGE_SCAN_BUDGET:
-                return found, doc.id
-        return found, None
+        times: list[Any] = []  # each found decision's stored ``time``, for the page token
+        batch = _PAGE if needle is not None else limit + 1
+        read = 0
+        while True:
+            paged = query.limit(batch)
+            if cursor is not None:
+                paged = paged.start_after(cursor)
+            docs = self._call(lambda q=paged: list(q.stream()))
+            for doc in docs:
+                read += 1
+                data = doc.to_dict()
+                cursor = {"time": data.get("time"), self._document_id: doc.reference}
+                expire_at = _seconds(data.get("expire_at")) or 0.0
+                if expire_at > now:
+                    entry = DecisionRecord.output(doc.id, data.get("entry") or "{}", expire_at)
+                    if needle is None or entry_matches_object(entry, needle):
+                        found.append(entry)
+                        times.append(data.get("time"))
+                        if len(found) > limit:
+                            token = page_token_of(times[limit - 1], found[limit - 1]["id"])
+                            return found[:limit], token
+                if read >= PAGE_SCAN_BUDGET:
+                    return found, page_token_of(data.get("time"), doc.id)
+            if len(docs) < batch:
+                return found, None

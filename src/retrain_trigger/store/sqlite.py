@@ -15,8 +15,7 @@ Tables::
     pending       (route PK, run_key, request_json, queued_at)
     active        (route PK, job_id, job_name, started_at, lease_until, others, revision)
     decisions     (id PK, time, expire_at, route, outcome, object_key, run_key, job_id,
-                   window_id, entry)              indexed by object, route, outcome, time, expiry;
-                                                  and by (route, id), (outcome, id) for paging
+                   window_id, entry)              indexed by object, route, outcome, time, expiry
 
 ``expire_at`` of a window and its items is set when the window closes (close time plus
 ``retention_seconds``); :meth:`SQLiteStore.purge_expired` deletes what expired, a bounded number
@@ -36,7 +35,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from retrain_trigger import _sqlite
@@ -44,6 +43,7 @@ from retrain_trigger.errors import StoreError
 from retrain_trigger.store.base import (
     DEFAULT_CHAMPION_LIMIT,
     DEFAULT_DECISION_LIMIT,
+    DEFAULT_ITEM_PAGE,
     DEFAULT_OBJECT_LIMIT,
     DEFAULT_PAGE_SIZE,
     DEFAULT_PURGE_LIMIT,
@@ -70,6 +70,7 @@ from retrain_trigger.store.base import (
     ended_record,
     new_window_id,
     object_key,
+    page_token_of,
     run_page_key,
     unknown_run,
 )
@@ -150,8 +151,6 @@ CREATE INDEX IF NOT EXISTS decisions_by_route ON decisions (route, time DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_outcome ON decisions (outcome, time DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (time DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_expiry ON decisions (expire_at);
-CREATE INDEX IF NOT EXISTS decisions_by_route_id ON decisions (route, id);
-CREATE INDEX IF NOT EXISTS decisions_by_outcome_id ON decisions (outcome, id);
 """
 
 # Columns added after version 1, with their declarations (ALTER TABLE ... ADD COLUMN).
@@ -195,7 +194,9 @@ CREATE INDEX IF NOT EXISTS window_items_by_expiry ON window_items (expire_at)
 
 _WINDOW_COLUMNS = (
     "window_id, route, state, opened_at, last_event_at, item_count, owner, lease_until, "
-    "claimed_at, claims, manifest_uri, run_key, job_id, job_name, closed_at, expire_at"
+    "claimed_at, claims, manifest_uri, run_key, job_id, job_name, closed_at, expire_at, "
+    "(SELECT COALESCE(SUM(i.size), 0) FROM window_items i "
+    "WHERE i.window_id = windows.window_id) AS size_bytes"
 )
 
 
@@ -239,6 +240,7 @@ def _window(row: sqlite3.Row) -> Window:
         job_name=row["job_name"],
         closed_at=row["closed_at"],
         expire_at=row["expire_at"],
+        size_bytes=int(row["size_bytes"] or 0),
     )
 
 
@@ -471,19 +473,29 @@ class SQLiteStore:
         check_route(route)
         with self._write() as conn:
             held = conn.execute(
-                "SELECT window_id FROM window_items WHERE route = ? AND item_key = ?",
+                "SELECT i.window_id, i.added_at, w.state, w.opened_at FROM window_items i "
+                "JOIN windows w ON w.window_id = i.window_id "
+                "WHERE i.route = ? AND i.item_key = ?",
                 (route, item.key),
             ).fetchone()
             if held:
-                window = self._get_window(conn, held["window_id"])
-                assert window is not None
-                return window.info(added=False)
+                return WindowInfo(
+                    window_id=held["window_id"],
+                    route=route,
+                    state=WindowState(held["state"]),
+                    count=None,
+                    opened_at=held["opened_at"],
+                    last_event_at=held["added_at"],
+                    added=False,
+                )
             row = conn.execute(
-                f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE route = ? AND state = 'OPEN'",
+                "SELECT window_id, opened_at, item_count FROM windows "
+                "WHERE route = ? AND state = 'OPEN'",
                 (route,),
             ).fetchone()
             if row is None:
                 window_id = new_window_id(route, now)
+                opened_at = now
                 conn.execute(
                     "INSERT INTO windows (window_id, route, state, opened_at, last_event_at) "
                     "VALUES (?, ?, 'OPEN', ?, ?)",
@@ -491,8 +503,7 @@ class SQLiteStore:
                 )
                 seq = 0
             else:
-                window_id = row["window_id"]
-                seq = row["item_count"]
+                window_id, opened_at, seq = row["window_id"], row["opened_at"], row["item_count"]
             conn.execute(
                 "INSERT INTO window_items (route, item_key, window_id, seq, bucket, object, "
                 "generation, size, event_id, event_time, added_at) "
@@ -511,14 +522,21 @@ class SQLiteStore:
                     now,
                 ),
             )
+            # One writer at a time holds the file anyway: the row's count and time stay exact.
             conn.execute(
                 "UPDATE windows SET item_count = item_count + 1, "
                 "last_event_at = MAX(last_event_at, ?) WHERE window_id = ?",
                 (now, window_id),
             )
-            window = self._get_window(conn, window_id)
-            assert window is not None
-            return window.info(added=True)
+            return WindowInfo(
+                window_id=window_id,
+                route=route,
+                state=WindowState.OPEN,
+                count=None,
+                opened_at=opened_at,
+                last_event_at=now,
+                added=True,
+            )
 
     def due_windows(
         self, route: str | None, now: float, quiet_seconds: float, max_wait_seconds: float
@@ -553,13 +571,27 @@ class SQLiteStore:
             return self._get_window(conn, window_id)
 
     def window_items(self, window_id: str) -> list[WindowItem]:
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT bucket, object, generation, size, event_id, event_time, added_at "
-                "FROM window_items WHERE window_id = ? ORDER BY seq",
-                (window_id,),
-            ).fetchall()
-        return [WindowItem.from_dict(dict(row)) for row in rows]
+        return list(self.iter_window_items(window_id))
+
+    def iter_window_items(
+        self, window_id: str, page_size: int = DEFAULT_ITEM_PAGE
+    ) -> Iterator[WindowItem]:
+        """Pages of ``page_size`` rows, each one short read after the last ``seq`` seen."""
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, got {page_size!r}")
+        after = -1
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(
+                    "SELECT seq, bucket, object, generation, size, event_id, event_time, added_at "
+                    "FROM window_items WHERE window_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (window_id, after, page_size),
+                ).fetchall()
+            for row in rows:
+                yield WindowItem.from_dict(dict(row))
+            if len(rows) < page_size:
+                return
+            after = rows[-1]["seq"]
 
     def set_window_manifest(
         self, window_id: str, manifest_uri: str, run_key: str, job_id: str
@@ -784,7 +816,7 @@ class SQLiteStore:
             rows = conn.execute(
                 "SELECT id, entry, expire_at FROM decisions "
                 "WHERE object_key = ? AND object_key != '' AND expire_at > ? "
-                "ORDER BY time DESC, id LIMIT ?",
+                "ORDER BY time DESC, id DESC LIMIT ?",
                 (object_key(gs_uri), self._clock(), max(int(limit), 0)),
             ).fetchall()
         return [DecisionRecord.output(r["id"], r["entry"], r["expire_at"]) for r in rows]
@@ -808,7 +840,7 @@ class SQLiteStore:
         if outcome is not None:
             sql += " AND outcome = ?"
             args.append(str(outcome))
-        sql += " ORDER BY time DESC, id LIMIT ?"
+        sql += " ORDER BY time DESC, id DESC LIMIT ?"
         args.append(max(int(limit), 0))
         with self._read() as conn:
             rows = conn.execute(sql, args).fetchall()
@@ -899,16 +931,16 @@ class SQLiteStore:
         limit: int = DEFAULT_PAGE_SIZE,
         page_token: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Ids count milliseconds down, so id order is newest first and the last id of a page
-        is the cursor of the next: one indexed range, however deep the page."""
+        """Newest first by time, then id; the page token is the (time, id) of the previous page's
+        last decision, so a page is one indexed range however deep it is."""
         limit = check_page_limit(limit)
         after = check_page_token(page_token)
         needle = check_object_filter(object_contains)
-        sql = "SELECT id, entry, expire_at FROM decisions WHERE expire_at > ?"
+        sql = "SELECT id, time, entry, expire_at FROM decisions WHERE expire_at > ?"
         args: list[Any] = [self._clock()]
         if after is not None:
-            sql += " AND id > ?"
-            args.append(after)
+            sql += " AND (time < ? OR (time = ? AND id < ?))"
+            args.extend([after[0], after[0], after[1]])
         if route is not None:
             sql += " AND route = ?"
             args.append(str(route))
@@ -918,9 +950,10 @@ class SQLiteStore:
         if needle is not None:
             sql += f" AND object_key != '' AND instr({_ENTRY_OBJECT_URI}, ?) > 0"
             args.append(needle)
-        sql += " ORDER BY id LIMIT ?"
+        sql += " ORDER BY time DESC, id DESC LIMIT ?"
         args.append(limit + 1)
         with self._read() as conn:
             rows = conn.execute(sql, args).fetchall()
         page = [DecisionRecord.output(r["id"], r["entry"], r["expire_at"]) for r in rows[:limit]]
-        return page, (rows[limit - 1]["id"] if len(rows) > limit else None)
+        last = rows[limit - 1] if len(rows) > limit else None
+        return page, (page_token_of(last["time"], last["id"]) if last is not None else None)
