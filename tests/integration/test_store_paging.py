@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from retrain_trigger.store import StateStore
-from retrain_trigger.store.base import MAX_OBJECT_FILTER, MAX_PAGE_SIZE
+from retrain_trigger.store.base import MAX_OBJECT_FILTER, MAX_PAGE_SIZE, page_token_of
 
 pytestmark = pytest.mark.emulator
 
@@ -78,7 +78,7 @@ def test_pages_are_newest_first_and_end_with_no_token(store: StateStore) -> None
     found, token = store.page_decisions(limit=7)
     assert len(found) == 7 and token is None  # exactly full: nothing follows
     first, token = store.page_decisions(limit=2)
-    assert token == first[-1]["id"]
+    assert token == page_token_of(first[-1]["time"], first[-1]["id"])
     assert {"id", "expire_at", "outcome", "route", "time"} <= set(first[0])
     assert first[0]["time"] == T0 - 94
     assert store.page_decisions() == (store.page_decisions(limit=7)[0], None)  # 50 by default
@@ -175,10 +175,29 @@ def test_a_token_outlives_newer_decisions(store: StateStore) -> None:
     assert end is None
 
 
+def test_decisions_of_one_instant_are_each_paged_once(store: StateStore) -> None:
+    """Ids are random, so time orders the pages and the id breaks ties: a page boundary inside
+    a run of equal times neither repeats nor skips a decision."""
+    for n in range(5):
+        store.record_decision(entry(T0 - 10, obj=f"data/same-{n}.csv"), DAY)
+    store.record_decision(entry(T0 - 20, obj="data/older.csv"), DAY)
+
+    pages = all_pages(store, limit=2)
+    seen = [name for page in pages for name in page]
+    assert sorted(seen[:5]) == [f"data/same-{n}.csv" for n in range(5)]
+    assert seen[5:] == ["data/older.csv"]
+    assert [len(page) for page in pages] == [2, 2, 2]
+
+
 @pytest.mark.parametrize(
     "token",
     [
         "x",
+        "1800000000.0~" + "a" * 16,
+        "1800000000.0~" + "g" * 16 + "-1800000000000",
+        "-1.0~" + "a" * 16 + "-1800000000000",
+        "nan~" + "a" * 16 + "-1800000000000",
+        "1e400~" + "a" * 16 + "-1800000000000",
         "../../etc/passwd",
         "0000000000000-zzzzzzzzzzzz",
         "1" * 13 + "-" + "a" * 13,
