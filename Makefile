@@ -11,16 +11,20 @@ BIN := $(VENV)/bin
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# pip prints each package as it collects and installs it (the first setup downloads a few hundred
+# MB: a silent minute and a half otherwise).
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	@echo "==> $(VENV): retrain-trigger (editable) with the pinned runtime and development dependencies"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements-dev.txt -e .
+	$(BIN)/python -m pip install --progress-bar on --upgrade pip
+	$(BIN)/python -m pip install --progress-bar on -r requirements-dev.txt -e .
 	touch $@
 
 $(CHECKOV_VENV)/.installed:
+	@echo "==> $(CHECKOV_VENV): checkov $(CHECKOV_VERSION) for the Terraform policy tests"
 	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
-	$(CHECKOV_VENV)/bin/python -m pip install -q checkov==$(CHECKOV_VERSION)
+	$(CHECKOV_VENV)/bin/python -m pip install --progress-bar on --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --progress-bar on checkov==$(CHECKOV_VERSION)
 	touch $@
 
 # The google provider's schema for tests/deploy/test_provider_schema.py: the wheel pinned (with its

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from msgspec import Struct, field
 
 from retrain_trigger import loopguard
+from retrain_trigger.checks import glob_problem, marker_problem, route_warnings
 from retrain_trigger.errors import ConfigError
 from retrain_trigger.events import uri_problem
 
@@ -328,6 +329,7 @@ class _Loader:
             if names.count(name) > 1:
                 raise self.error(f"route name {name!r} is used twice", "routes")
         routes, warnings = loopguard.written_locations(self.source, routes)
+        warnings = warnings + tuple(w for r in routes for w in route_warnings(self.source, r))
         project, backend = str(spec.project).strip(), spec.backend.strip()
         _refuse_local_store_on_cloud_run(self.source, spec.store, routes, self.env)
         enabled = spec.history.enabled
@@ -475,14 +477,20 @@ class _Loader:
             raise self.error(f"is not a valid bucket name: {spec.bucket!r}", f"{where}.bucket")
         include = self.strings(spec.include, f"{where}.include")
         exclude = self.strings(spec.exclude, f"{where}.exclude")
-        for pattern in include + exclude:
-            if pattern.startswith("/") or len(pattern) > 1024:
-                raise self.error(
-                    f"pattern {pattern!r} must be relative to the bucket", f"{where}.include"
-                )
+        for name, patterns in (("include", include), ("exclude", exclude)):
+            for i, pattern in enumerate(patterns):
+                if pattern.startswith("/") or len(pattern) > 1024:
+                    raise self.error(
+                        f"pattern {pattern!r} must be relative to the bucket",
+                        f"{where}.{name}[{i}]",
+                    )
+                if problem := glob_problem(pattern, spec.bucket):
+                    raise self.error(problem, f"{where}.{name}[{i}]")
         marker = spec.marker.strip()
         if not marker or "/" in marker:
             raise self.error("must be a file name without '/'", f"{where}.marker")
+        if spec.mode == "marker" and (problem := marker_problem(marker, include, exclude)):
+            raise self.error(problem, f"{where}.marker")
         uri = spec.uri.strip()
         if uri and not uri.startswith("gs://"):
             raise self.error("must be a gs:// URI", f"{where}.uri")

@@ -28,6 +28,7 @@ LOGGER_NAME = "retrain_trigger.decision"
 _SEVERITY = {
     Outcome.SUBMITTED: "NOTICE",
     Outcome.DUPLICATE: "INFO",
+    Outcome.BATCHED: "INFO",
     Outcome.SKIPPED: "INFO",
     Outcome.REJECTED: "ERROR",
     Outcome.FAILED: "ERROR",

@@ -14,6 +14,11 @@
   that would crash the framework or the CloudEvents SDK before our code (deep nesting, invalid
   ``data_base64``, a JSON list, a push message without ``data``) become logged, acknowledged
   rejections, and raw Pub/Sub push bodies are decoded here rather than by the framework.
+- Messages of the outcome topic (``RETRAIN_OUTCOME_TOPIC``) go to :mod:`retrain_trigger.outcomes`.
+
+(Above ~400 lines on purpose: everything between a request and the core, for both functions, in
+one place a reviewer reads top to bottom: what is answered before authentication, what is
+acknowledged and what is redelivered must be seen together to be checked.)
 """
 
 from __future__ import annotations
@@ -232,8 +237,35 @@ def answer_event(event: Any) -> Any:
         )
     except RejectedError as exc:
         # Input that can never succeed: logged at ERROR and acknowledged, never retried forever.
-        return service.reject(exc, trace=trace, started=started)
+        # The line names the object the event was about, as far as the event says.
+        return service.reject(exc, trace=trace, started=started, subject=_event_subject(event))
     return _handle_event(service, trigger, trace)
+
+
+def _event_subject(event: Any) -> str:
+    """``gs://bucket/object`` (or the CloudEvent's subject) of an event that was refused, for
+    its log line: printable, at most 300 characters; ``""`` when the event names nothing."""
+    import re as _re
+
+    data: Any = None
+    subject = ""
+    bucket = ""
+    try:
+        data = event.get_data() if hasattr(event, "get_data") else None
+        subject = str(event.get("subject") or "") if hasattr(event, "get") else ""
+        source = str(event.get("source") or "") if hasattr(event, "get") else ""
+        bucket = source.rpartition("/buckets/")[2] if "/buckets/" in source else ""
+    except Exception:  # a refused event may be malformed anywhere: name what can be named
+        pass
+    if isinstance(data, dict) and isinstance(data.get("name"), str):
+        named = data.get("bucket") if isinstance(data.get("bucket"), str) else bucket
+        text = f"gs://{named}/{data['name']}" if named else data["name"]
+    elif subject.startswith("objects/") and bucket:
+        text = f"gs://{bucket}/{subject.removeprefix('objects/')}"
+    else:
+        text = subject
+    text = _re.sub(r"[\x00-\x1f\x7f-\x9f]", "?", text)
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _event_service() -> Service:

@@ -24,6 +24,8 @@ class Kind(enum.StrEnum):
 class Outcome(enum.StrEnum):
     SUBMITTED = "submitted"
     DUPLICATE = "duplicate"
+    # Accepted into a batch window: the run starts when the window closes (not a skip).
+    BATCHED = "batched"
     SKIPPED = "skipped"
     REJECTED = "rejected"
     FAILED = "failed"
@@ -178,7 +180,12 @@ class Decision:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in (Outcome.SUBMITTED, Outcome.DUPLICATE, Outcome.SKIPPED)
+        return self.outcome in (
+            Outcome.SUBMITTED,
+            Outcome.DUPLICATE,
+            Outcome.BATCHED,
+            Outcome.SKIPPED,
+        )
 
     @property
     def code_field(self) -> str:

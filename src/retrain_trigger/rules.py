@@ -13,7 +13,6 @@ every redelivery of the same request into a new run.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import posixpath
 import re
@@ -24,6 +23,7 @@ from retrain_trigger.config import Config, Route
 from retrain_trigger.constants import COMMIT_LABEL, KEY_LABEL, KIND_LABEL, MAX_JOB_ID, ROUTE_LABEL
 from retrain_trigger.errors import Forbidden, Unprocessable
 from retrain_trigger.events import uri_problem
+from retrain_trigger.globs import glob_match, glob_regex  # noqa: F401 (re-exported)
 from retrain_trigger.loopguard import skip_reason, under
 from retrain_trigger.model import Kind, RunRequest, Trigger
 
@@ -76,46 +76,7 @@ class Skip:
 
 
 # --------------------------------------------------------------------------- globs
-
-
-@functools.lru_cache(maxsize=512)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """``**`` crosses folders, ``*`` and ``?`` stay within one, ``[...]`` is a class."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out.append(re.escape(char))
-            else:
-                body = pattern[i + 1 : end].replace("\\", "\\\\")
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = end
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
-
-
-def glob_match(name: str, pattern: str) -> bool:
-    return glob_regex(pattern).match(name) is not None
-
+# In retrain_trigger.globs (the configuration checks them too); re-exported here.
 
 # --------------------------------------------------------------------------- names
 

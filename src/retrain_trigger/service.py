@@ -100,8 +100,15 @@ class Service:
         """plan -> gate -> submit -> record, for one trigger; never raises."""
         started = self._clock()
         planned = self._guarded(trigger, lambda: rules.plan(self.config, trigger, self.templates))
+        paused = (
+            None
+            if isinstance(planned, Decision | rules.Skip)
+            else self._guarded(trigger, lambda: self._paused(planned))
+        )
         if isinstance(planned, Decision):  # refused while planning
             decision = planned
+        elif paused is not None and not isinstance(planned, rules.Batch):
+            decision = paused
         elif isinstance(planned, rules.Skip):
             decision = Decision(
                 outcome=Outcome.SKIPPED,
@@ -116,6 +123,10 @@ class Service:
             decision = self._guarded(
                 trigger, lambda: windows.add(batch, trigger, store=self.store, clock=self.now)
             )
+            if paused is not None and decision.outcome is Outcome.BATCHED:
+                decision = dataclasses.replace(
+                    decision, reason=f"{decision.reason}; {paused.reason}"
+                )
         elif trigger.dry_run:
             decision = _with_request(
                 Decision(outcome=Outcome.SKIPPED, reason="dry run: nothing submitted"), planned
@@ -160,7 +171,7 @@ class Service:
         return _with_request(
             Decision(
                 outcome=Outcome.SUBMITTED if handle.created else Outcome.DUPLICATE,
-                reason="" if handle.created else "a run with this run key already exists",
+                reason="" if handle.created else duplicate_reason(handle.state),
                 job_id=handle.job_id,
                 job_name=handle.job_name,
             ),
@@ -188,9 +199,10 @@ class Service:
         lease = concurrency.lease_seconds(self.config)
         owner = owner or windows.default_owner()
         decisions: list[Decision] = []
+        paused = self.paused_routes()
         for candidate in self.config.routes:
-            if route and candidate.name != route:
-                continue
+            if (route and candidate.name != route) or candidate.name in paused:
+                continue  # a paused route's windows and queued run wait for its resume
             decisions += windows.close_due(
                 self.config,
                 candidate,
@@ -215,6 +227,38 @@ class Service:
         windows.sweep(self.store, self.now() if now is None else now)
         return decisions
 
+    # ----------------------------------------------------------------- pauses
+
+    def pauses_shared(self) -> bool:
+        """Pauses live in the state store; they are read where the store is one every process
+        shares (Firestore, or the local stack's SQLite file), so that a store-less deployment
+        pays nothing for them."""
+        return self.config.store == "firestore" or self.config.backend == "local"
+
+    def paused_routes(self) -> dict[str, Any]:
+        return self.store.paused_routes() if self.pauses_shared() else {}
+
+    def _paused(self, planned: Any) -> Decision | None:
+        """The Decision of an event for a paused route: ``skipped`` ("route paused"). An object
+        for a window route still joins its window (``batched``): the window closes after the
+        resume, so nothing uploaded during the pause needs a replay."""
+        route = getattr(planned, "route", "")
+        if not route or not self.pauses_shared():
+            return None
+        pause = self.store.get_pause(route)
+        if pause is None:
+            return None
+        return Decision(
+            outcome=Outcome.SKIPPED,
+            reason=f"route paused: {pause.reason or 'no reason given'} (by {pause.by or '?'})"
+            + ("; its window closes after the resume" if isinstance(planned, rules.Batch) else ""),
+            route=route,
+            run_key=getattr(planned, "run_key", ""),
+            code="paused",
+        )
+
+    # ----------------------------------------------------------------- end pauses
+
     # ----------------------------------------------------------------- failures and records
 
     def reject(
@@ -223,9 +267,13 @@ class Service:
         *,
         trace: Mapping[str, str] | None = None,
         started: float | None = None,
+        subject: str = "",
     ) -> Decision:
-        """A Decision for input that failed before it became a Trigger (decode, auth, size)."""
+        """A Decision for input that failed before it became a Trigger (decode, auth, size);
+        ``subject``: the object the refused event named, for its log line."""
         decision = _rejection(exc)
+        if subject:
+            decision = dataclasses.replace(decision, reason=f"{decision.reason} (object {subject})")
         return self._record(decision, self._clock() if started is None else started, trace)
 
     def fail(
@@ -296,6 +344,19 @@ class Service:
         from retrain_trigger import runs
 
         return runs.reconcile(self, now, route=route, limit=limit)
+
+
+def duplicate_reason(state: str) -> str:
+    """Why nothing started for a run key that ran before; how to run it again when it failed."""
+    state = (state or "").upper().removeprefix("PIPELINE_STATE_")
+    if state in ("FAILED", "CANCELLED"):
+        return (
+            f"a run with this run key already exists and {state}: to run this change again, "
+            'resend it with "force": true and a new "nonce" (retrain-trigger submit --force '
+            "--nonce N)"
+        )
+    shown = f" ({state})" if state else ""
+    return f"a run with this run key already exists{shown}"
 
 
 def _rejection(exc: RejectedError) -> Decision:

@@ -312,6 +312,7 @@ class TemplateCache:
                 k: v for k, v in route.parameters.items() if not (isinstance(v, str) and "{" in v)
             }
             template.coerce(fixed, complete=False)
+            _check_placeholders(template, route.parameters)
         except ConfigError as exc:
             raise exc.located(source=self.source, field=where) from None
         except Unprocessable as exc:
@@ -327,6 +328,22 @@ class TemplateCache:
             return self.check(route, uri)
         except ConfigError as exc:
             raise TemplateError(str(exc)) from None
+
+
+def _check_placeholders(template: PipelineTemplate, parameters: Mapping[str, Any]) -> None:
+    """A ``{placeholder}`` value that can never convert to its parameter's type is refused when the
+    configuration is checked, not on every event."""
+    from retrain_trigger.checks import placeholder_problem
+
+    for name, value in parameters.items():
+        param = template.inputs.get(name)
+        problem = (
+            placeholder_problem(name, param.type, value)
+            if param is not None and isinstance(value, str)
+            else ""
+        )
+        if problem:
+            raise Unprocessable(problem)
 
 
 def read_template_bytes(uri: str, *, deadline: float = READ_DEADLINE) -> bytes:

@@ -19,7 +19,7 @@ PREFIX = "retrain_"  # store/firestore.py DEFAULT_PREFIX
 GROWING = {"windows", "window_items", "decisions"}
 # Run outcomes (store/firestore.py "run outcomes"; their TTL policies are in outcomes.tf).
 GROWING_RUNS = {"runs", "run_ends", "champions"}
-ONE_PER_ROUTE = {"routes", "pending", "active"}
+ONE_PER_ROUTE = {"routes", "pending", "active", "pauses"}
 
 
 def _collections() -> set[str]:

@@ -105,7 +105,7 @@ def window_run(stack: Stack, events: Decisions, flushes: Decisions, keys: list[s
     windows = {e["window_id"] for e in batched}
     assert len(windows) == 1, windows
     [window_id] = windows
-    assert {e["decision"] for e in batched} == {"skipped"}
+    assert {e["decision"] for e in batched} == {"batched"}
     return flushes.wait(
         lambda e: e.get("window_id") == window_id and e["decision"] == "submitted", timeout=90
     )

@@ -772,3 +772,41 @@ def test_a_version_1_sqlite_file_is_migrated(tmp_path: Any) -> None:
         # Migrated to the current version (2 added expiry and reservations, 3 run outcomes).
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+# --------------------------------------------------------------------------- pauses
+
+
+def test_a_pause_is_recorded_read_by_another_instance_and_cleared(
+    store: StateStore, twin: StateStore
+) -> None:
+    assert store.get_pause("churn") is None
+    assert store.paused_routes() == {}
+    assert store.clear_pause("churn") is False
+
+    made = store.set_pause("churn", "bad export upstream", "ops@example.com", T0)
+    assert (made.route, made.reason, made.by, made.paused_at) == (
+        "churn",
+        "bad export upstream",
+        "ops@example.com",
+        T0,
+    )
+    assert twin.get_pause("churn") == made
+    assert twin.get_pause("mnist") is None
+    assert list(twin.paused_routes()) == ["churn"]
+
+    again = twin.set_pause("churn", "still broken", "other", T0 + 60)
+    assert store.get_pause("churn") == again
+    store.set_pause("mnist", "", "ops", T0 + 1)
+    assert sorted(store.paused_routes()) == ["churn", "mnist"]
+
+    assert twin.clear_pause("churn") is True
+    assert store.get_pause("churn") is None
+    assert store.clear_pause("churn") is False
+    assert list(store.paused_routes()) == ["mnist"]
+
+
+@pytest.mark.parametrize("route", ["", "a/b", "x" * 200])
+def test_a_pause_refuses_a_malformed_route_name(store: StateStore, route: str) -> None:
+    with pytest.raises(ValueError):
+        store.set_pause(route, "r", "me", T0)

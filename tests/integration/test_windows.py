@@ -96,7 +96,7 @@ def test_two_hundred_objects_make_one_run_with_a_manifest(make_service, fake_ver
         decision = service.handle(
             obj(f"daily/2026-11-27/part-{i:04d}.csv", generation=str(1000 + i))
         )
-        assert decision.outcome is Outcome.SKIPPED and "batched into window" in decision.reason
+        assert decision.outcome is Outcome.BATCHED and "batched into window" in decision.reason
         clock.now += 0.5
     again = service.handle(obj("daily/2026-11-27/part-0007.csv", generation="1007"))
     assert again.outcome is Outcome.DUPLICATE and "already in batch window" in again.reason
@@ -219,7 +219,7 @@ def test_why_explains_filtered_batched_and_submitted(make_service, fake_vertex):
     assert submitted[0]["run_state"] == "PENDING"
 
     batched = explain(service, "gs://win-bucket/daily/b.csv")["decisions"]
-    assert batched[0]["decision"] == "skipped"
+    assert batched[0]["decision"] == "batched"
     assert batched[0]["window"]["state"] == "OPEN"
     clock.now += 120
     service.flush()

@@ -595,5 +595,5 @@ def test_runs_lists_and_shows_from_the_ledger(
             ),
             out,
         )
-        == 1
+        == 3  # not found
     )

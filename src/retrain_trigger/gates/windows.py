@@ -98,7 +98,7 @@ def default_owner() -> str:
 
 def add(batch: rules.Batch, trigger: Trigger, *, store: StateStore, clock: Clock) -> Decision:
     """The object joins its route's open window (one is opened when none is): ``skipped``
-    (batched), or ``duplicate`` when the object was already recorded for the route."""
+    ``batched``, or ``duplicate`` when the object was already recorded for the route."""
     from retrain_trigger.store.base import WindowItem  # the store's module, opened already
 
     info = store.add_to_window(batch.route, WindowItem.from_trigger(trigger), clock())
@@ -114,7 +114,7 @@ def add(batch: rules.Batch, trigger: Trigger, *, store: StateStore, clock: Clock
             window_id=info.window_id,
         )
     return Decision(
-        outcome=Outcome.SKIPPED,
+        outcome=Outcome.BATCHED,
         reason=(
             f"batched into window {info.window_id} ({info.count} object"
             f"{'s' if info.count != 1 else ''}); one run starts when it closes"

@@ -220,6 +220,31 @@ class ActiveJob:
         return self.lease_until is not None and now < self.lease_until
 
 
+# --------------------------------------------------------------------------- pauses
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A route an operator paused: its events are recorded ``skipped`` ("route paused") and
+    ``/flush`` leaves its windows and queued run alone until it is resumed."""
+
+    route: str
+    reason: str
+    by: str
+    paused_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "reason": self.reason,
+            "by": self.by,
+            "paused_at": self.paused_at,
+        }
+
+
+# --------------------------------------------------------------------------- end pauses
+
+
 @runtime_checkable
 class StateStore(Protocol):
     """Windows, concurrency leases and decision history; SQLite locally, Firestore in production.
@@ -367,6 +392,20 @@ class StateStore(Protocol):
         """Deletes decisions, closed windows and window items whose ``expire_at`` is at or
         before ``now``, at most ``limit`` records; returns how many."""
         ...
+
+    # -- pauses --
+
+    def set_pause(self, route: str, reason: str, by: str, now: float) -> Pause:
+        """Pauses ``route`` (again: the reason and time are replaced); returns the pause."""
+        ...
+
+    def clear_pause(self, route: str) -> bool:
+        """Resumes ``route``; False when it was not paused."""
+        ...
+
+    def get_pause(self, route: str) -> Pause | None: ...
+
+    def paused_routes(self) -> dict[str, Pause]: ...
 
     def close(self) -> None: ...
 

@@ -85,6 +85,7 @@ from retrain_trigger.store.base import (
     ActiveJob,
     ChampionChange,
     DecisionRecord,
+    Pause,
     Pending,
     RunEnd,
     RunRecord,
@@ -229,6 +230,8 @@ class FirestoreStore:
         self._pending = client.collection(f"{prefix}pending")
         self._active = client.collection(f"{prefix}active")
         self._decisions = client.collection(f"{prefix}decisions")
+        self._pauses = client.collection(f"{prefix}pauses")
+
         self._runs = client.collection(f"{prefix}runs")
         self._run_ends = client.collection(f"{prefix}run_ends")
         self._champions = client.collection(f"{prefix}champions")
@@ -794,6 +797,41 @@ class FirestoreStore:
             query, document_id, "<", self._decisions.document(decision_id_bound(since) + ".")
         )
         return self._decisions_of(query, int(limit), since=since, until=until)
+
+    # -- pauses ------------------------------------------------------------------------
+    # One document per paused route, id the route's name (a single-document write each).
+
+    @staticmethod
+    def _pause_of(data: Mapping[str, Any]) -> Pause:
+        return Pause(
+            route=str(data.get("route", "")),
+            reason=str(data.get("reason", "")),
+            by=str(data.get("by", "")),
+            paused_at=float(_seconds(data.get("paused_at")) or 0.0),
+        )
+
+    def set_pause(self, route: str, reason: str, by: str, now: float) -> Pause:
+        ref = self._pauses.document(check_route(route))
+        self._call(ref.set, {"route": route, "reason": reason, "by": by, "paused_at": now})
+        return Pause(route=route, reason=reason, by=by, paused_at=now)
+
+    def clear_pause(self, route: str) -> bool:
+        ref = self._pauses.document(check_route(route))
+
+        def decide(data: dict[str, Any] | None) -> tuple[Change | None, bool]:
+            return (None, False) if data is None else (("delete", {}), True)
+
+        return self._conditional(ref, decide)
+
+    def get_pause(self, route: str) -> Pause | None:
+        snap = self._call(self._pauses.document(check_route(route)).get)
+        return self._pause_of(snap.to_dict()) if snap.exists else None
+
+    def paused_routes(self) -> dict[str, Pause]:
+        pauses = [self._pause_of(d.to_dict()) for d in self._scan(self._pauses)]
+        return {p.route: p for p in sorted(pauses, key=lambda p: p.route)}
+
+    # -- end pauses --------------------------------------------------------------------
 
     def purge_expired(self, now: float, limit: int = DEFAULT_PURGE_LIMIT) -> int:
         """Decisions, then window items, then windows (a window's items go first)."""

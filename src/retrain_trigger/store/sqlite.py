@@ -50,6 +50,7 @@ from retrain_trigger.store.base import (
     ActiveJob,
     ChampionChange,
     DecisionRecord,
+    Pause,
     Pending,
     RunEnd,
     RunRecord,
@@ -792,6 +793,58 @@ class SQLiteStore:
         with self._read() as conn:
             rows = conn.execute(sql, args).fetchall()
         return [DecisionRecord.output(r["id"], r["entry"], r["expire_at"]) for r in rows]
+
+    # -- pauses ------------------------------------------------------------------------
+    # A table of its own, created by the first pause (so that a file written before pauses
+    # existed needs no migration: no table means no route is paused).
+
+    _PAUSES = (
+        "CREATE TABLE IF NOT EXISTS pauses (route TEXT PRIMARY KEY, reason TEXT NOT NULL, "
+        "by_whom TEXT NOT NULL, paused_at REAL NOT NULL)"
+    )
+
+    @staticmethod
+    def _pause(row: sqlite3.Row) -> Pause:
+        return Pause(
+            route=row["route"], reason=row["reason"], by=row["by_whom"], paused_at=row["paused_at"]
+        )
+
+    def _pause_rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._read() as conn:
+            try:
+                return list(conn.execute(sql, args))
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []
+                raise
+
+    def set_pause(self, route: str, reason: str, by: str, now: float) -> Pause:
+        check_route(route)
+        with self._write() as conn:
+            conn.execute(self._PAUSES)
+            conn.execute(
+                "INSERT OR REPLACE INTO pauses (route, reason, by_whom, paused_at) "
+                "VALUES (?, ?, ?, ?)",
+                (route, reason, by, now),
+            )
+        return Pause(route=route, reason=reason, by=by, paused_at=now)
+
+    def clear_pause(self, route: str) -> bool:
+        check_route(route)
+        with self._write() as conn:
+            conn.execute(self._PAUSES)
+            return conn.execute("DELETE FROM pauses WHERE route = ?", (route,)).rowcount > 0
+
+    def get_pause(self, route: str) -> Pause | None:
+        check_route(route)
+        rows = self._pause_rows("SELECT * FROM pauses WHERE route = ?", (route,))
+        return self._pause(rows[0]) if rows else None
+
+    def paused_routes(self) -> dict[str, Pause]:
+        rows = self._pause_rows("SELECT * FROM pauses ORDER BY route")
+        return {row["route"]: self._pause(row) for row in rows}
+
+    # -- end pauses --------------------------------------------------------------------
 
     def purge_expired(self, now: float, limit: int = DEFAULT_PURGE_LIMIT) -> int:
         """Decisions first, then window items, then the windows left without items (a window's

@@ -138,9 +138,12 @@ def print_banner(stack: Any, out: IO[str]) -> None:
     for key, value in stack.client_env().items():
         write_line(out, f"  export {key}={value}")
     write_line(out, "")
+    if stack.user_config is not None:
+        _print_user_banner(stack, out)
+        return
     day = time.strftime("%Y-%m-%d", time.gmtime())
     write_line(out, "Try (in that shell):")
-    write_line(out, f"  python -m retrain_trigger_dev.sampledata gs://{stack.bucket}/data/{day}/")
+    write_line(out, f"  retrain-trigger sample-data gs://{stack.bucket}/data/{day}/")
     write_line(
         out,
         f"  curl -sX POST --data-binary '' '{stack.gcs_url}/upload/storage/v1/b/{stack.bucket}/o"
@@ -152,6 +155,30 @@ def print_banner(stack: Any, out: IO[str]) -> None:
         '-d \'{"kind":"code","commit_sha":"0123abcd","image_uri":"localhost:5000/mnist-trainer:dev"}\'',
     )
     write_line(out, "  retrain-trigger runs")
+    write_line(out, "")
+    write_line(out, "Decisions and runs (Ctrl-C to stop):")
+
+
+def _print_user_banner(stack: Any, out: IO[str]) -> None:
+    """What the user's configuration listens to, and how to feed it."""
+    config = stack.config()
+    topology = stack.topology
+    write_line(out, f"Routes of {stack.config_path} (edit it: the stack applies each change):")
+    for route in config.routes:
+        kinds = [k for k in ("data", "code", "model") if route.accepts(k)]
+        line = f"  {route.name:<14} {', '.join(kinds)} -> {route.template}"
+        if route.data is not None:
+            rule = route.data
+            line += f"\n  {'':<14} objects gs://{rule.bucket}/{{{','.join(rule.include)}}}"
+            line += f" ({rule.mode} mode"
+            line += f", marker {rule.marker})" if rule.mode == "marker" else ")"
+        write_line(out, line)
+    if topology is not None and topology.notify:
+        write_line(out, "")
+        write_line(out, "Upload data (in that shell), e.g.:")
+        for bucket, prefix in topology.notify.items():
+            write_line(out, f"  retrain-trigger upload ./my-data/ gs://{bucket}/{prefix}")
+    write_line(out, "  retrain-trigger windows; retrain-trigger runs")
     write_line(out, "")
     write_line(out, "Decisions and runs (Ctrl-C to stop):")
 
@@ -168,16 +195,22 @@ def cmd_up(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         poll_interval=args.poll_interval,
         persist=True,
         settings=_overrides(args),
+        config_file=getattr(args, "config", None) or None,
     )
     status = 0
     with terminate_on_signals():
         try:
             write_line(out, f"Starting the local stack in {Path(args.dir).resolve()} …")
-            stack.start()
+            from retrain_trigger_dev.progress import waiting
+
+            with waiting("starting fake-gcs-server, the emulator, both functions and the worker"):
+                stack.start()
             monitor = Monitor(stack, out)
             monitor.prime()
             print_banner(stack, out)
             while True:
+                for line in stack.reload_if_changed():
+                    write_line(out, f"{_clock()}  {line}")
                 monitor.poll()
                 dead = stack.dead_children()
                 if dead:
@@ -353,7 +386,7 @@ def cmd_runs(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     state_dir = _state_dir(_overrides(args))
     if not os.path.exists(ledger_path(state_dir)):
         write_line(out, f"no runs yet: {ledger_path(state_dir)} does not exist")
-        return 0 if args.action == "list" else 1
+        return 0 if args.action == "list" else 3
     ledger = Ledger.for_state_dir(state_dir)
     if args.action == "show":
         if not args.job_id:
@@ -362,7 +395,7 @@ def cmd_runs(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         record = ledger.get(args.job_id)
         if record is None:
             write_line(out, f"no run {args.job_id} in {ledger.path}")
-            return 1
+            return 3  # not found (README, "Exit codes"); 1 means a submission failed
         summary = run_summary(record)
         summary.update(
             {"parameters": record.parameters, "labels": record.labels, "outputs": record.outputs}

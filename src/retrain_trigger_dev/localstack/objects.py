@@ -113,3 +113,61 @@ def notification_message(resource: Mapping[str, Any]) -> tuple[bytes, dict[str, 
     }
     data = json.dumps(dict(resource), separators=(",", ":"), sort_keys=True).encode("utf-8")
     return data, attributes
+
+
+# --------------------------------------------------------------------------- upload
+
+STACK_FILE = "stack.json"
+
+
+def stack_env(stack_dir: str) -> dict[str, str]:
+    """The client environment a running local stack wrote into its folder (empty when none)."""
+    import os
+
+    path = os.path.join(stack_dir, STACK_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    env = data.get("env") if isinstance(data, dict) else None
+    if not isinstance(env, dict):
+        return {}
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def upload_files(source: str, dest: str, *, stack_dir: str = "") -> list[str]:
+    """Copies a file, or every file under a folder (relative names kept), to ``dest``
+    (``gs://bucket/prefix/``); returns the URIs written with their generation.
+
+    Without ``STORAGE_EMULATOR_HOST`` set, the emulator of the stack running in ``stack_dir`` is
+    used when there is one; otherwise the real Cloud Storage (default credentials).
+    """
+    import os
+    from pathlib import Path
+
+    from retrain_trigger import gcs
+    from retrain_trigger.errors import ConfigError
+
+    bucket, _, prefix = dest.removeprefix("gs://").partition("/")
+    if not dest.startswith("gs://") or not bucket:
+        raise ConfigError(f"{dest!r} is not a gs://bucket/prefix destination")
+    root = Path(source)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    if not files:
+        raise ConfigError(f"{source} holds no file to upload")
+    if not os.environ.get("STORAGE_EMULATOR_HOST") and stack_dir:
+        host = stack_env(stack_dir).get("STORAGE_EMULATOR_HOST")
+        if host:
+            os.environ["STORAGE_EMULATOR_HOST"] = host
+    client = gcs.client()
+    written = []
+    for path in files:
+        if root.is_dir():
+            name = prefix.rstrip("/") + "/" + path.relative_to(root).as_posix()
+        else:
+            name = prefix + path.name if (not prefix or prefix.endswith("/")) else prefix
+        blob = client.bucket(bucket).blob(name.lstrip("/"))
+        blob.upload_from_filename(str(path), timeout=gcs.READ_TIMEOUT)
+        written.append(f"gs://{bucket}/{blob.name}#{blob.generation}")
+    return written

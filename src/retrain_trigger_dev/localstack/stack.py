@@ -16,6 +16,7 @@ poller in this process delivers Eventarc-style CloudEvents instead.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -28,7 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,67 @@ def local_config(
 
 
 @dataclass(frozen=True)
+class Topology:
+    """What the stack derives from a configuration: the buckets to create and, per bucket that
+    feeds a data route, the prefix its notifications (or the bucket poller) cover."""
+
+    buckets: tuple[str, ...]
+    notify: Mapping[str, str]  # data bucket -> object prefix announced ("" for all)
+    concurrency: int = 1
+
+    @property
+    def event_filter(self) -> tuple[str, str]:
+        """fake-gcs-server's one notification filter: (bucket or "" for all, object prefix)."""
+        if not self.notify:
+            return ("", "")
+        if len(self.notify) == 1:
+            [(bucket, prefix)] = self.notify.items()
+            return (bucket, prefix)
+        return ("", common_prefix(self.notify.values()))
+
+
+def common_prefix(names: Iterable[str]) -> str:
+    """The longest string every name starts with (object prefixes are strings, not paths)."""
+    listed = list(names)
+    if not listed:
+        return ""
+    low, high = min(listed), max(listed)
+    size = 0
+    while size < min(len(low), len(high)) and low[size] == high[size]:
+        size += 1
+    return low[:size]
+
+
+def _bucket_of(uri: str) -> str:
+    return uri[len("gs://") :].partition("/")[0] if uri.startswith("gs://") else ""
+
+
+def topology(config: Any) -> Topology:
+    """The buckets every route reads or writes, and the notification prefix of each data bucket
+    (the common literal prefix of the includes of the data routes reading it)."""
+    from retrain_trigger.loopguard import literal_prefix
+
+    buckets: set[str] = set()
+    prefixes: dict[str, list[str]] = {}
+    for route in config.routes:
+        for uri in (route.pipeline_root, *(location for location, _ in route.written)):
+            if bucket := _bucket_of(uri):
+                buckets.add(bucket)
+        for value in route.parameters.values():
+            if isinstance(value, str) and "{" not in value and (bucket := _bucket_of(value)):
+                buckets.add(bucket)
+        if route.data is not None:
+            buckets.add(route.data.bucket)
+            prefixes.setdefault(route.data.bucket, []).extend(
+                literal_prefix(pattern) for pattern in route.data.include
+            )
+    notify = {bucket: common_prefix(found) for bucket, found in sorted(prefixes.items())}
+    return Topology(
+        buckets=tuple(sorted(buckets)), notify=notify, concurrency=config.local_concurrency
+    )
+
+
+@dataclass(frozen=True)
 class Ports:
     gcs: int
     pubsub: int
@@ -245,6 +307,7 @@ class Stack:
         ready_timeout: float = 60.0,
         settings: Mapping[str, str] | None = None,
         concurrency: str = "allow",
+        config_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if root is None:
@@ -268,6 +331,12 @@ class Stack:
         # Settings given on the command line (by variable name): the children get them too,
         # under the stack's own (its configuration, backend, auth and state folder).
         self.settings = dict(settings or {})
+        # The user's configuration (``up --config FILE``): read, never written; None: the stack
+        # writes its own (the MNIST route) into its folder.
+        self.user_config = Path(config_file).resolve() if config_file else None
+        self.topology: Topology | None = None
+        self.pollers: list[Any] = []
+        self._config_digest = ""
         self.ports: Ports | None = None
         self.mode = ""
         self.supervisor: Supervisor | None = None
@@ -290,7 +359,7 @@ class Stack:
 
     @property
     def config_path(self) -> Path:
-        return self.root / "retrain.yaml"
+        return self.user_config or (self.root / "retrain.yaml")
 
     def _ports(self) -> Ports:
         if self.ports is None:
@@ -369,6 +438,7 @@ class Stack:
             "RETRAIN_BACKEND": "local",
             "RETRAIN_AUTH": "none",
             "RETRAIN_STATE_DIR": str(self.state_dir),
+            "RETRAIN_STORE": "sqlite",
             "RETRAIN_URL": self.function_http_url,
         }
         if self.mode == "pubsub":
@@ -411,21 +481,29 @@ class Stack:
             )
         self.mode = "pubsub" if (emulator and self.want_pubsub is not False) else "poller"
         source = source_root()
-        template = source / TEMPLATE
-        if not template.is_file():
-            raise StackError(f"pipeline template {template} not found")
         gcs_binary = fake_gcs_binary()
 
         self.root.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config(str(template))
+        if self.user_config is None:
+            template = source / TEMPLATE
+            if not template.is_file():
+                raise StackError(f"pipeline template {template} not found")
+            self._write_config(str(template))
+        config = self.config()  # a configuration that cannot work stops here, with its field
+        self.topology = topology(config)
+        self._config_digest = self._digest()
+        if self.user_config is not None:
+            self.bucket = next(iter(self.topology.notify), None) or (
+                self.topology.buckets[0] if self.topology.buckets else self.bucket
+            )
         self.ports = Ports.pick(self.port_base)
         self.supervisor = Supervisor(self.log_dir)
         try:
             self._apply_env()
             self._start_children(source, gcs_binary, emulator)
-            if self.poller is not None:
-                self.poller.start()
+            for poller in self.pollers:
+                poller.start()
             from retrain_trigger_dev.localstack.ticker import FlushTicker
 
             self.ticker = FlushTicker(self.function_http_url, interval=self.flush_interval).start()
@@ -433,15 +511,28 @@ class Stack:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
+        self._write_stack_file()
         return self
 
+    def _write_stack_file(self) -> None:
+        """``stack.json``: how clients (``retrain-trigger upload``) find this running stack."""
+        from retrain_trigger_dev.localstack.objects import STACK_FILE
+
+        body = {"pid": os.getpid(), "env": self.client_env(), "urls": self.urls()}
+        (self.root / STACK_FILE).write_text(json.dumps(body, indent=2) + "\n")
+
     def stop(self) -> None:
+        from retrain_trigger_dev.localstack.objects import STACK_FILE
+
+        with contextlib.suppress(OSError):
+            (self.root / STACK_FILE).unlink()
         if self.ticker is not None:
             self.ticker.stop()
             self.ticker = None
-        if self.poller is not None:
-            self.poller.stop()
-            self.poller = None
+        for poller in self.pollers:
+            poller.stop()
+        self.pollers = []
+        self.poller = None
         if self.supervisor is not None:
             with signals_ignored():
                 self.supervisor.stop_all()
@@ -468,7 +559,8 @@ class Stack:
         )
         self.config_path.write_text(header + yaml.safe_dump(config, sort_keys=False))
 
-    def _child_env(self, extra: Mapping[str, str]) -> dict[str, str]:
+    def _config_env(self) -> dict[str, str]:
+        """The settings every child reads its configuration with (the same for all of them)."""
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
         env.update({k: v for k, v in self.settings.items() if k not in _SCRUBBED_ENV})
         env.update(
@@ -477,13 +569,19 @@ class Stack:
                 "RETRAIN_BACKEND": "local",
                 "RETRAIN_AUTH": "none",
                 "RETRAIN_STATE_DIR": str(self.state_dir),
+                # Windows and run slots in the stack's own SQLite file, whatever the file says.
+                "RETRAIN_STORE": "sqlite",
                 # The stack's own worker runs the pipelines; the functions only submit.
                 "RETRAIN_LOCAL_WORKER": "false",
                 "RETRAIN_OUTCOME_TOPIC": self.outcome_topic,
-                "STORAGE_EMULATOR_HOST": self.gcs_url,
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        return env
+
+    def _child_env(self, extra: Mapping[str, str]) -> dict[str, str]:
+        env = self._config_env()
+        env["STORAGE_EMULATOR_HOST"] = self.gcs_url
         if self.mode == "pubsub":
             env["PUBSUB_EMULATOR_HOST"] = f"{HOST}:{self._ports().pubsub}"
         else:
@@ -531,10 +629,9 @@ class Stack:
             gcs_argv += [
                 "-event.pubsub-project-id", self.project,
                 "-event.pubsub-topic", self.topic_id,
-                "-event.bucket", self.bucket,
-                "-event.object-prefix", DATA_PREFIX,
                 "-event.list", "finalize,delete",
             ]  # fmt: skip
+            gcs_argv += self._event_filter_args()
         started.append(
             sup.start(
                 ServiceSpec(
@@ -597,7 +694,7 @@ class Stack:
             self.children[child.name] = child
         # Start everything first, then wait: the children start in parallel.
         sup.wait_ready(self.children["fake-gcs-server"])
-        self._create_bucket()
+        self._create_buckets()
         if self.mode == "pubsub":
             sup.wait_ready(self.children["pubsub-emulator"])
         for name in ("function-gcs", "function-http"):
@@ -605,16 +702,32 @@ class Stack:
         if self.mode == "pubsub":
             self._create_topic_and_subscription()
         else:
-            from retrain_trigger_dev.localstack.poller import BucketPoller
-
-            self.poller = BucketPoller(
-                self.bucket, self.function_gcs_url, prefix=DATA_PREFIX, interval=self.poll_interval
-            )
+            self.pollers = self._make_pollers()
+            self.poller = self.pollers[0] if self.pollers else None
         if self.run_worker:
             sup.wait_ready(self.children["worker"])
 
-    def _create_bucket(self) -> None:
-        body = json.dumps({"name": self.bucket}).encode()
+    def _event_filter_args(self) -> list[str]:
+        bucket, prefix = self.topology.event_filter if self.topology else ("", "")
+        args = ["-event.bucket", bucket] if bucket else []
+        return args + (["-event.object-prefix", prefix] if prefix else [])
+
+    def _make_pollers(self) -> list[Any]:
+        from retrain_trigger_dev.localstack.poller import BucketPoller
+
+        notify = self.topology.notify if self.topology else {}
+        return [
+            BucketPoller(bucket, self.function_gcs_url, prefix=prefix, interval=self.poll_interval)
+            for bucket, prefix in notify.items()
+        ]
+
+    def _create_buckets(self) -> None:
+        """Every bucket the configuration reads or writes (a bucket already there is kept)."""
+        for bucket in self.topology.buckets if self.topology else (self.bucket,):
+            self._create_bucket(bucket)
+
+    def _create_bucket(self, bucket: str) -> None:
+        body = json.dumps({"name": bucket}).encode()
         request = urllib.request.Request(
             f"{self.gcs_url}/storage/v1/b?project={self.project}",
             data=body,
@@ -626,7 +739,7 @@ class Stack:
                 response.read()
         except urllib.error.HTTPError as exc:
             if exc.code != 409:  # already there (filesystem backend, second start)
-                raise StackError(f"creating bucket {self.bucket} failed: HTTP {exc.code}") from None
+                raise StackError(f"creating bucket {bucket} failed: HTTP {exc.code}") from None
 
     def _create_topic_and_subscription(self) -> None:
         from google.api_core import exceptions as gexc
@@ -709,7 +822,77 @@ class Stack:
     def config(self) -> Any:
         from retrain_trigger.config import load_config
 
-        return load_config(self.config_path, env=self._child_env({}))
+        return load_config(self.config_path, env=self._config_env())
+
+    def _digest(self) -> str:
+        import hashlib
+
+        try:
+            return hashlib.sha256(self.config_path.read_bytes()).hexdigest()
+        except OSError:
+            return ""
+
+    def reload_if_changed(self) -> list[str]:
+        """Follows an edit of the configuration file; returns what it did, one line each.
+
+        A file that no longer loads is reported and the running configuration kept. A sound one
+        is applied everywhere it is read: new buckets are created, both functions are restarted
+        (the flush ticker calls the HTTP function, so it follows), the bucket pollers or the
+        emulator's notification follow the new prefixes, and the worker restarts only when its
+        own setting (``local.concurrency``) changed, so that a run in progress is not stopped.
+        """
+        from retrain_trigger.errors import ConfigError
+
+        digest = self._digest()
+        if not digest or digest == self._config_digest or self.supervisor is None:
+            return []
+        self._config_digest = digest
+        try:
+            config = self.config()
+        except ConfigError as exc:
+            return [f"{self.config_path} changed but was not applied: {exc}"]
+        old, new = self.topology, topology(config)
+        self.topology = new
+        done = [f"{self.config_path} changed: applying it"]
+        self._create_buckets()
+        restart = ["function-gcs", "function-http"]
+        if old is not None and old.concurrency != new.concurrency and self.run_worker:
+            restart.append("worker")
+        if self.mode == "pubsub" and old is not None and old.event_filter != new.event_filter:
+            if self.persist:
+                restart.insert(0, "fake-gcs-server")
+            else:
+                done.append(
+                    "  the notification prefix changed; an in-memory bucket cannot restart: "
+                    "restart the stack to apply it"
+                )
+        for name in restart:
+            self._restart(name)
+            done.append(f"  restarted {name}")
+        if self.mode == "poller" and (old is None or old.notify != new.notify):
+            for poller in self.pollers:
+                poller.stop()
+            self.pollers = [poller.start() for poller in self._make_pollers()]
+            self.poller = self.pollers[0] if self.pollers else None
+            where = ", ".join(f"gs://{b}/{p}" for b, p in new.notify.items()) or "nothing"
+            done.append(f"  bucket poller now watches {where}")
+        return done
+
+    def _restart(self, name: str) -> None:
+        sup = self.supervisor
+        assert sup is not None
+        child = self.children[name]
+        spec = child.spec
+        if name == "fake-gcs-server":
+            argv = [a for a in spec.argv]
+            for flag in ("-event.bucket", "-event.object-prefix"):
+                if flag in argv:
+                    at = argv.index(flag)
+                    del argv[at : at + 2]
+            spec = dataclasses.replace(spec, argv=[*argv, *self._event_filter_args()])
+        sup.stop(child)
+        self.children[name] = sup.start(spec)
+        sup.wait_ready(self.children[name])
 
     def service(self) -> Any:
         """A Service over the stack's configuration, ledger and state store (no worker of its own)."""
