@@ -28,7 +28,7 @@ from retrain_trigger.store import (
     WindowState,
     open_store,
 )
-from retrain_trigger.store import sqlite as sqlite_store
+from retrain_trigger.store.sqlite import SCHEMA_VERSION
 
 pytestmark = pytest.mark.emulator
 
@@ -835,7 +835,8 @@ def test_a_version_1_sqlite_file_is_migrated(tmp_path: Any) -> None:
     assert store.get_window("mnist__old") is None
     assert [i.object for i in store.window_items("mnist__open")] == ["p"]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
+        # Migrated to the current version (2 added expiry and reservations, 3 run outcomes).
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
 
