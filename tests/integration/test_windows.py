@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 
 import pytest
@@ -24,7 +25,7 @@ backend: vertex
 vertex_endpoint: {endpoint}
 local: {{state_dir: "{state_dir}"}}
 history: {{enabled: true, ttl_days: 7}}
-limits: {{submit_deadline_seconds: 2}}
+limits: {{submit_deadline_seconds: 20}}
 routes:
   - name: batch
     template: {template}
@@ -155,7 +156,8 @@ def test_two_concurrent_flushes_submit_one_run(make_service, fake_vertex):
 
 def test_crash_between_manifest_and_submit_is_recovered(make_service, fake_vertex):
     clock = Clock()
-    service = make_service(clock=clock)
+    # A short deadline: the failing create below is retried until it is spent.
+    service = make_service(clock=clock, env={"RETRAIN_SUBMIT_DEADLINE": "2"})
     for i in range(3):
         service.handle(obj(f"daily/r/part-{i}.csv", generation=str(i + 1)))
     clock.now += 120
@@ -355,3 +357,45 @@ def test_a_flush_whose_items_changed_since_the_claim_writes_no_manifest(make_ser
     assert gcs.list_objects("win-bucket", prefix=name) == []
     stored = service.store.get_window(info.window_id)
     assert stored is not None and str(stored.state) == "CLOSING" and not stored.manifest_uri
+
+
+def _overdue_lines(caplog: pytest.LogCaptureFixture) -> list[dict]:
+    return [
+        r.entry for r in caplog.records if getattr(r, "entry", {}).get("event") == "window_overdue"
+    ]
+
+
+def test_a_window_the_flush_cannot_close_past_max_wait_is_logged_overdue(
+    make_service, fake_vertex, caplog
+):
+    clock = Clock()
+    service = make_service(clock=clock)
+    service.handle(obj("daily/o/part-0.csv"))
+    clock.now += 600 + 120 + 30  # past max_wait_seconds and the grace of two flush periods
+    fake_vertex.inject("create", status=400, message="template refused", times=None)
+
+    with caplog.at_level(logging.WARNING, logger="retrain_trigger"):
+        [decision] = service.flush()
+
+    assert decision.outcome is Outcome.FAILED
+    [line] = _overdue_lines(caplog)
+    assert line["route"] == "batch" and line["window_id"] == decision.window_id
+    assert line["age_seconds"] == 750.0 and line["severity"] == "WARNING"
+    assert line["logging.googleapis.com/labels"] == {"retrain-route": "batch"}
+
+
+def test_a_window_closed_late_or_failing_within_the_grace_is_not_overdue(
+    make_service, fake_vertex, caplog
+):
+    clock = Clock()
+    service = make_service(clock=clock)
+    service.handle(obj("daily/p/part-0.csv"))
+    clock.now += 600 + 60  # due, within the grace
+    fake_vertex.inject("create", status=400, message="template refused", times=1)
+    with caplog.at_level(logging.WARNING, logger="retrain_trigger"):
+        [failed] = service.flush()
+        clock.now += 3600  # long overdue, and now it closes
+        [closed] = service.flush()
+
+    assert failed.outcome is Outcome.FAILED and closed.outcome is Outcome.SUBMITTED
+    assert _overdue_lines(caplog) == []

@@ -38,7 +38,7 @@ from retrain_trigger.model import Decision, Kind, Outcome, RunRequest, Trigger
 
 if TYPE_CHECKING:
     from retrain_trigger.config import Config, Route
-    from retrain_trigger.store import StateStore, Window, WindowItem
+    from retrain_trigger.store import StateStore, Window, WindowInfo, WindowItem
 
 Clock = Callable[[], float]
 # Submits a RunRequest built here (with its trigger and the window id) through the gates.
@@ -49,6 +49,10 @@ Fail = Callable[[SubmitError], Decision]
 log = logging.getLogger(__name__)
 
 MANIFEST_FOLDER = "manifests"
+# A window still open this long past its route's max_wait_seconds is overdue: two periods of the
+# every-minute Cloud Scheduler job that calls /flush. Each flush that finds one logs a
+# ``window_overdue`` line (deploy/terraform/monitoring.tf counts them and alerts).
+OVERDUE_GRACE_SECONDS = 120.0
 # The most expired records one flush deletes (bounded work per call; the next flush goes on).
 SWEEP_LIMIT = 1000
 
@@ -203,22 +207,52 @@ def close_due(
     decisions: list[Decision] = []
     for info in store.due_windows(route.name, now, quiet, max_wait):
         window = store.claim_window(info.window_id, owner, now, lease)
-        if window is None:
-            continue  # another flush holds it
-        decisions.append(
-            close(
-                config,
-                route,
-                window,
-                owner,
-                store=store,
-                templates=templates,
-                run=run,
-                fail=fail,
-                clock=clock,
-            )
+        if window is None:  # another flush holds it
+            report_overdue(route, info, now)
+            continue
+        decision = close(
+            config,
+            route,
+            window,
+            owner,
+            store=store,
+            templates=templates,
+            run=run,
+            fail=fail,
+            clock=clock,
         )
+        decisions.append(decision)
+        if decision.outcome not in (Outcome.SUBMITTED, Outcome.DUPLICATE):
+            report_overdue(route, info, now)
     return decisions
+
+
+def report_overdue(route: Route, info: WindowInfo, now: float) -> bool:
+    """Logs a ``window_overdue`` line when a window this flush could not close has been open more
+    than :data:`OVERDUE_GRACE_SECONDS` past its route's ``max_wait_seconds``."""
+    rule = route.data
+    if rule is None:
+        return False
+    age = now - info.opened_at
+    if age <= rule.max_wait_seconds + OVERDUE_GRACE_SECONDS:
+        return False
+    entry = {
+        "severity": "WARNING",
+        "message": (
+            f"window {info.window_id} of route {route.name} still open after {age:.0f} s "
+            f"(max_wait_seconds {rule.max_wait_seconds:g}): the flush could not close it"
+        ),
+        "event": "window_overdue",
+        "route": route.name,
+        "window_id": info.window_id,
+        "age_seconds": round(age, 1),
+        "state": str(info.state),
+        "logging.googleapis.com/labels": {"retrain-route": route.name},
+    }
+    if info.count is not None:
+        entry["objects"] = info.count
+    log.warning(entry["message"], extra={"entry": entry})
+    return True
 
 
 def sweep(store: StateStore, now: float, limit: int = SWEEP_LIMIT) -> int:
