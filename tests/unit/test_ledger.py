@@ -18,7 +18,6 @@ import pytest
 
 from retrain_trigger.backends import JobStatus
 from retrain_trigger.errors import BackendRefused, BackendUnavailable, TemplateError
-from retrain_trigger.model import RunRequest
 from retrain_trigger.spec import parse_template
 from retrain_trigger_dev.local import ledger as ledger_mod
 from retrain_trigger_dev.local.backend import LocalBackend
@@ -33,20 +32,7 @@ from retrain_trigger_dev.local.ledger import (
     ledger_path,
 )
 from retrain_trigger_dev.local.runner import collect_outputs, last_error
-
-TEMPLATE_YAML = b"""
-pipelineInfo:
-  name: tiny
-root:
-  inputDefinitions:
-    parameters:
-      mode:
-        parameterType: STRING
-        defaultValue: ok
-      sleep:
-        parameterType: NUMBER_DOUBLE
-        defaultValue: 0.0
-"""
+from tests.ledgerkit import TEMPLATE_YAML, insert, make_request
 
 
 @pytest.fixture
@@ -62,36 +48,6 @@ def state_dir(tmp_path: Path) -> str:
 @pytest.fixture
 def ledger(state_dir: str) -> Ledger:
     return Ledger.for_state_dir(state_dir)
-
-
-def make_request(job_id: str, route: str = "churn", **params) -> RunRequest:
-    return RunRequest(
-        route=route,
-        run_key=f"gs://bucket/data/{job_id}.csv#1",
-        job_id=job_id,
-        display_name=f"{route}-data",
-        template="tiny.yaml",
-        pipeline_root="gs://bucket/root",
-        parameter_values=params,
-        labels={"route": route, "kind": "data"},
-    )
-
-
-def insert(
-    ledger: Ledger, job_id: str, *, route: str = "churn", now: float | None = None, **params
-):
-    return ledger.insert(
-        job_id=job_id,
-        job_name=f"projects/local/locations/us-central1/pipelineJobs/{job_id}",
-        template_raw=TEMPLATE_YAML,
-        template_digest="sha256:tiny",
-        template_uri="tiny.yaml",
-        route=route,
-        run_key=f"key-{job_id}",
-        parameters=params,
-        labels={"route": route},
-        now=now,
-    )
 
 
 # -- the database ------------------------------------------------------------------------------
