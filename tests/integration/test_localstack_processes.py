@@ -16,10 +16,8 @@ from typing import Any
 
 import pytest
 
-from retrain_trigger.config import parse_config
 from retrain_trigger_dev.localstack import objects
 from retrain_trigger_dev.localstack.poller import BucketPoller, post_cloud_event
-from retrain_trigger_dev.localstack.stack import local_config
 from retrain_trigger_dev.localstack.supervisor import (
     ServiceSpec,
     StackError,
@@ -28,50 +26,18 @@ from retrain_trigger_dev.localstack.supervisor import (
     terminate_on_signals,
 )
 from retrain_trigger_dev.processes import descendants, same_process_alive
-
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "pipeline_specs" / "mnist_training.yaml"
-
-
-def resource(
-    name: str, generation: str = "1700000000000001", size: str = "120", **extra: Any
-) -> dict[str, Any]:
-    out = {
-        "kind": "storage#object",
-        "bucket": "ct-bucket",
-        "name": name,
-        "generation": generation,
-        "metageneration": "1",
-        "size": size,
-        "contentType": "text/csv",
-        "timeCreated": "2026-11-27T10:00:00.123Z",
-        "updated": "2026-11-27T10:00:00.123Z",
-    }
-    out.update(extra)
-    return out
+from tests import localkit
+from tests.localkit import resource
 
 
 @pytest.fixture
 def stack_config() -> Any:
-    import yaml
-
-    text = yaml.safe_dump(
-        local_config(bucket="ct-bucket", template=str(TEMPLATE), state_dir="/tmp/unused")
-    )
-    return parse_config(text, source="stack.yaml")
+    return localkit.stack_config()
 
 
 @pytest.fixture
 def marker_config() -> Any:
-    """The stack's configuration with its data route in marker mode (one run per folder)."""
-    import yaml
-
-    config = local_config(bucket="ct-bucket", template=str(TEMPLATE), state_dir="/tmp/unused")
-    data = config["routes"][0]["data"]
-    data.update({"mode": "marker", "marker": "_SUCCESS"})
-    data.pop("quiet_seconds")
-    data.pop("max_wait_seconds")
-    return parse_config(yaml.safe_dump(config), source="stack.yaml")
+    return localkit.stack_config("marker")
 
 
 # --------------------------------------------------------------------------- event building
