@@ -1,17 +1,15 @@
 """A state store in memory, for pure unit tests of what reads a store (the status page).
 
-It implements the whole store contract as it is agreed between branches: the protocol in
-``retrain_trigger.store.base`` (windows, the queue, active jobs, decisions, and decision paging),
-and the reads other branches add (run outcomes ``list_runs``, ``champion_history``, pauses), with
-records of the agreed shapes defined here. One thread, no persistence; the SQLite and Firestore
-stores are held to the same contract by tests/integration.
+It implements what the status page reads of the store contract in ``retrain_trigger.store.base``
+(windows, the queue, active jobs, decisions and their pages, run records, champion history and
+pauses), with the records defined there. One thread, no persistence; the SQLite and Firestore
+stores are held to the contract by tests/integration.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from retrain_trigger.store.base import (
@@ -21,8 +19,11 @@ from retrain_trigger.store.base import (
     DEFAULT_PURGE_LIMIT,
     DEFAULT_RETENTION_SECONDS,
     ActiveJob,
+    ChampionChange,
     DecisionRecord,
+    Pause,
     Pending,
+    RunRecord,
     Window,
     WindowInfo,
     WindowItem,
@@ -36,42 +37,6 @@ from retrain_trigger.store.base import (
     object_key,
     page_token_of,
 )
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    route: str
-    job_id: str
-    job_name: str
-    state: str
-    submitted_at: float
-    ended_at: float | None
-    duration_s: float | None
-    error: str | None
-    failed_task: str | None
-    parameters: dict[str, Any]
-    object_uri: str | None
-    trace: str | None
-
-
-@dataclass(frozen=True)
-class ChampionChange:
-    route: str
-    job_id: str
-    metric_name: str
-    metric_value: float
-    model_uri: str
-    version: str
-    commit: str | None
-    changed_at: float
-
-
-@dataclass(frozen=True)
-class Pause:
-    route: str
-    reason: str
-    by: str
-    paused_at: float
 
 
 class MemoryStore:
