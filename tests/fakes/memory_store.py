@@ -316,7 +316,7 @@ class MemoryStore:
     def close(self) -> None:
         pass
 
-    # -- the reads other branches add (run outcomes, champion, pauses) -------------------------
+    # -- run outcomes, the champion, pauses ----------------------------------------------------
 
     def list_runs(
         self, route: str | None, limit: int = 50, page_token: str | None = None
