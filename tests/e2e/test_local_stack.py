@@ -270,6 +270,8 @@ def test_stopping_up_leaves_no_process_behind(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Started as a script's background job is: with SIGINT ignored, which Python inherits.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         lines: list[str] = []

@@ -285,4 +285,16 @@ def test_terminate_on_signals_turns_sigterm_into_an_interrupt() -> None:
     )
 
 
+def test_terminate_on_signals_makes_ctrl_c_interrupt_where_sigint_was_ignored() -> None:
+    """A script's background job starts with SIGINT ignored; inside the block it interrupts."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt), terminate_on_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # restored after the block
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 # --------------------------------------------------------------------------- commands

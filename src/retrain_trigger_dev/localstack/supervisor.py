@@ -331,7 +331,10 @@ class Supervisor:
 def terminate_on_signals(
     signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP),
 ) -> Iterator[None]:
-    """Inside the block, the listed signals raise :class:`Terminated` in the main thread."""
+    """Inside the block, the listed signals raise :class:`Terminated` in the main thread, and
+    SIGINT raises KeyboardInterrupt (Ctrl-C) even where the process started with SIGINT ignored:
+    a script's background job inherits it ignored, and Python then installs no handler of its
+    own, so a Ctrl-C or ``kill -INT`` would not stop the stack."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -339,7 +342,7 @@ def terminate_on_signals(
     def handler(signum: int, _frame: object) -> None:
         raise Terminated(f"received {signal.Signals(signum).name}")
 
-    previous = {}
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     for sig in signals:
         previous[sig] = signal.signal(sig, handler)
     try:
