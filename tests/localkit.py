@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from retrain_trigger.config import Config, parse_config
+from retrain_trigger_dev.localstack.poller import BucketPoller
 from retrain_trigger_dev.localstack.stack import local_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,3 +44,37 @@ def stack_config(mode: str = "window") -> Config:
         data.pop("quiet_seconds")
         data.pop("max_wait_seconds")
     return parse_config(yaml.safe_dump(config), source="stack.yaml")
+
+
+# The bucket poller's lister and sender, in memory.
+
+
+class FakeBucket:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+
+    def put(self, name: str, generation: str) -> None:
+        self.objects[name] = resource(name, generation)
+
+    def list(self, bucket: str, prefix: str) -> list[dict[str, Any]]:
+        assert bucket == "ct-bucket"
+        return [r for n, r in sorted(self.objects.items()) if n.startswith(prefix)]
+
+
+class FakeSender:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.statuses: list[int | Exception] = []
+
+    def __call__(self, url: str, event: Any) -> int:
+        self.sent.append((event["subject"], event.data["generation"]))
+        status = self.statuses.pop(0) if self.statuses else 200
+        if isinstance(status, Exception):
+            raise status
+        return status
+
+
+def make_poller(bucket: FakeBucket, sender: FakeSender, **kwargs: Any) -> BucketPoller:
+    return BucketPoller(
+        "ct-bucket", "http://fn", prefix="data/", lister=bucket.list, sender=sender, **kwargs
+    )

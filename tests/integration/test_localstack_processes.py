@@ -27,7 +27,7 @@ from retrain_trigger_dev.localstack.supervisor import (
 )
 from retrain_trigger_dev.processes import descendants, same_process_alive
 from tests import localkit
-from tests.localkit import resource
+from tests.localkit import FakeBucket, FakeSender, resource
 
 
 @pytest.fixture
@@ -69,31 +69,6 @@ def test_iter_objects_lists_real_resources(fake_gcs: Any) -> None:
 # --------------------------------------------------------------------------- the poller
 
 
-class FakeBucket:
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-
-    def put(self, name: str, generation: str) -> None:
-        self.objects[name] = resource(name, generation)
-
-    def list(self, bucket: str, prefix: str) -> list[dict[str, Any]]:
-        assert bucket == "ct-bucket"
-        return [r for n, r in sorted(self.objects.items()) if n.startswith(prefix)]
-
-
-class FakeSender:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-        self.statuses: list[int | Exception] = []
-
-    def __call__(self, url: str, event: Any) -> int:
-        self.sent.append((event["subject"], event.data["generation"]))
-        status = self.statuses.pop(0) if self.statuses else 200
-        if isinstance(status, Exception):
-            raise status
-        return status
-
-
 @pytest.fixture
 def bucket() -> FakeBucket:
     return FakeBucket()
@@ -102,12 +77,6 @@ def bucket() -> FakeBucket:
 @pytest.fixture
 def sender() -> FakeSender:
     return FakeSender()
-
-
-def make_poller(bucket: FakeBucket, sender: FakeSender, **kwargs: Any) -> BucketPoller:
-    return BucketPoller(
-        "ct-bucket", "http://fn", prefix="data/", lister=bucket.list, sender=sender, **kwargs
-    )
 
 
 def test_poller_thread_survives_listing_errors(sender: FakeSender) -> None:

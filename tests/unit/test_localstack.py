@@ -16,12 +16,11 @@ from cloudevents.http import from_http
 from retrain_trigger import events, rules
 from retrain_trigger_dev import replay
 from retrain_trigger_dev.localstack import objects
-from retrain_trigger_dev.localstack.poller import BucketPoller
 from retrain_trigger_dev.localstack.supervisor import (
     LogFollower,
 )
 from tests import localkit
-from tests.localkit import resource
+from tests.localkit import FakeBucket, FakeSender, make_poller, resource
 
 
 @pytest.fixture
@@ -117,31 +116,6 @@ def test_blob_resource_uses_json_api_names_and_strings() -> None:
 # --------------------------------------------------------------------------- the poller
 
 
-class FakeBucket:
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-
-    def put(self, name: str, generation: str) -> None:
-        self.objects[name] = resource(name, generation)
-
-    def list(self, bucket: str, prefix: str) -> list[dict[str, Any]]:
-        assert bucket == "ct-bucket"
-        return [r for n, r in sorted(self.objects.items()) if n.startswith(prefix)]
-
-
-class FakeSender:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-        self.statuses: list[int | Exception] = []
-
-    def __call__(self, url: str, event: Any) -> int:
-        self.sent.append((event["subject"], event.data["generation"]))
-        status = self.statuses.pop(0) if self.statuses else 200
-        if isinstance(status, Exception):
-            raise status
-        return status
-
-
 @pytest.fixture
 def bucket() -> FakeBucket:
     return FakeBucket()
@@ -150,12 +124,6 @@ def bucket() -> FakeBucket:
 @pytest.fixture
 def sender() -> FakeSender:
     return FakeSender()
-
-
-def make_poller(bucket: FakeBucket, sender: FakeSender, **kwargs: Any) -> BucketPoller:
-    return BucketPoller(
-        "ct-bucket", "http://fn", prefix="data/", lister=bucket.list, sender=sender, **kwargs
-    )
 
 
 def test_poller_delivers_each_new_object_version_once(
