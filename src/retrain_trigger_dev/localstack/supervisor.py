@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from retrain_trigger.errors import RetrainError
 from retrain_trigger_dev.processes import descendants, same_process_alive
@@ -342,7 +342,9 @@ def terminate_on_signals(
     def handler(signum: int, _frame: object) -> None:
         raise Terminated(f"received {signal.Signals(signum).name}")
 
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
+    previous: dict[int, Any] = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)
+    }
     for sig in signals:
         previous[sig] = signal.signal(sig, handler)
     try:
