@@ -8,80 +8,21 @@ applied to the running stack.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 
-from retrain_trigger_dev.processes import descendants, same_process_alive
+from tests.e2e.upkit import CLI, REPO, Up, env
 
 pytestmark = [pytest.mark.slow, pytest.mark.emulator]
 
-REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "retrain_trigger_dev.cli"]
 # The README's target for the two commands: a SUCCEEDED run in under five minutes.
 TARGET_SECONDS = 300.0
-
-
-def _env() -> dict[str, str]:
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.endswith("_EMULATOR_HOST") and not k.startswith("RETRAIN_")
-    }
-
-
-class Up:
-    """``retrain-trigger up`` as a child process, its output read line by line."""
-
-    def __init__(self, config: Path, stack_dir: Path) -> None:
-        self.stack_dir = stack_dir
-        self.process = subprocess.Popen(
-            [*CLI, "up", "--config", str(config), "--dir", str(stack_dir)],
-            cwd=REPO,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-
-    @property
-    def stdout(self) -> IO[str]:
-        assert self.process.stdout is not None
-        return self.process.stdout
-
-    def wait_for(self, text: str, timeout: float) -> str:
-        """Reads lines until one contains ``text``; fails with the output so far."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            if text in line:
-                return line
-        pytest.fail(f"{text!r} not printed in {timeout:.0f} s:\n{''.join(self.lines)}")
-
-    def stop(self) -> str:
-        tree = descendants(self.process.pid)
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        try:
-            rest, _ = self.process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            rest, _ = self.process.communicate()
-        left = [pid for pid, start in tree if same_process_alive(pid, start)]
-        assert left == [], f"left running: {left}"
-        return rest
 
 
 @pytest.fixture
@@ -97,7 +38,7 @@ def _run(*args: str, cwd: Path = REPO) -> str:
     done = subprocess.run(
         [*CLI, *args] if args[0] != "python" else [sys.executable, *args[1:]],
         cwd=cwd,
-        env=_env(),
+        env=env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -110,7 +51,9 @@ def test_two_commands_reach_a_succeeded_run_of_the_example(
     tmp_path: Path, up_factory: list[Up]
 ) -> None:
     started = time.monotonic()
-    up = Up(REPO / "examples" / "churn" / "retrain.yaml", tmp_path / "stack")
+    up = Up(
+        "--config", str(REPO / "examples" / "churn" / "retrain.yaml"), stack_dir=tmp_path / "stack"
+    )
     up_factory.append(up)
     up.wait_for("Decisions and runs", timeout=120)
     banner = "".join(up.lines)
@@ -155,7 +98,7 @@ def test_an_edited_configuration_is_applied_to_the_running_stack(
     config = mine / "retrain.yaml"
     text = (REPO / "examples" / "churn" / "retrain.yaml").read_text()
     config.write_text(text)
-    up = Up(config, tmp_path / "stack")
+    up = Up("--config", str(config), stack_dir=tmp_path / "stack")
     up_factory.append(up)
     up.wait_for("Decisions and runs", timeout=120)
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.clock import Clock
+
 FIRESTORE_JAR = Path("platform") / "cloud-firestore-emulator" / "cloud-firestore-emulator.jar"
 FIRESTORE_MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
 FIRESTORE_START_TIMEOUT = 60.0
@@ -271,3 +273,15 @@ def store_backing(
         yield backing
     finally:
         backing.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The clock a ``store`` reads (``tests/clock.py``), set by hand."""
+    return Clock()
+
+
+@pytest.fixture
+def store(store_backing: Any, clock: Clock) -> Any:
+    """A store of each implementation (``store_backing``), reading ``clock``."""
+    return store_backing.open(clock=clock)

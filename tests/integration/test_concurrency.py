@@ -21,6 +21,7 @@ from retrain_trigger.config import parse_config
 from retrain_trigger.gates.concurrency import lease_seconds
 from retrain_trigger.model import Decision, Kind, Outcome, Trigger
 from retrain_trigger.service import Service
+from tests.clock import T0, Clock
 from tests.conftest import MNIST_TEMPLATE
 
 pytestmark = pytest.mark.emulator
@@ -43,16 +44,7 @@ routes:
     concurrency: {concurrency}
 """
 
-T0 = 1_800_000_000.0
 SLOW_CREATE = 1.5  # seconds the first create hangs in the fake before it is processed
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def code(sha: str) -> Trigger:

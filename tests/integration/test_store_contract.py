@@ -29,31 +29,11 @@ from retrain_trigger.store import (
     open_store,
 )
 from retrain_trigger.store.sqlite import SCHEMA_VERSION
+from tests.clock import T0, Clock
 
 pytestmark = pytest.mark.emulator
 
-T0 = 1_800_000_000.0  # a fixed "now"; every time-dependent call takes it explicitly
 DAY = 86400.0
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(store_backing: Any, clock: Clock) -> StateStore:
-    """A store of each implementation (see ``store_backing`` in conftest.py)."""
-    opened: StateStore = store_backing.open(clock=clock)
-    return opened
 
 
 @pytest.fixture

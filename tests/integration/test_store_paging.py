@@ -13,30 +13,11 @@ import pytest
 
 from retrain_trigger.store import StateStore
 from retrain_trigger.store.base import MAX_OBJECT_FILTER, MAX_PAGE_SIZE, page_token_of
+from tests.clock import T0, Clock
 
 pytestmark = pytest.mark.emulator
 
-T0 = 1_800_000_000.0
 DAY = 86400.0
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(store_backing: Any, clock: Clock) -> StateStore:
-    opened: StateStore = store_backing.open(clock=clock)
-    return opened
 
 
 def entry(

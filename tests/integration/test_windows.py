@@ -16,6 +16,7 @@ from retrain_trigger.gates import windows as windows_gate
 from retrain_trigger.model import Kind, Outcome, Trigger
 from retrain_trigger.service import Service
 from retrain_trigger_dev.history import explain
+from tests.clock import Clock
 from tests.conftest import MNIST_TEMPLATE
 
 CONFIG = """
@@ -69,14 +70,6 @@ def make_service(tmp_path, fake_vertex, fake_gcs):
         return Service.from_config(config, **kwargs)
 
     return make
-
-
-class Clock:
-    def __init__(self, start=1_800_000_000.0):
-        self.now = start
-
-    def __call__(self):
-        return self.now
 
 
 def obj(name, generation="1", size=100, bucket="win-bucket"):

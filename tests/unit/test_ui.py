@@ -23,6 +23,7 @@ from retrain_trigger.store.base import MAX_OBJECT_FILTER, WindowItem
 from retrain_trigger_dev.ui import chart
 from retrain_trigger_dev.ui.app import CSP, create_app
 from retrain_trigger_dev.ui.data import NO_CHAMPION, ChampionPoint, StatusData
+from tests.clock import T0, Clock
 from tests.conftest import MNIST_TEMPLATE
 from tests.fakes.memory_store import (
     ChampionChange,
@@ -31,7 +32,6 @@ from tests.fakes.memory_store import (
     RunRecord,
 )
 
-T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 DAY = 86400.0
 MARKUP = "data/<script>alert('x')</script><img src=x onerror=alert(1)>.csv"
 
@@ -67,14 +67,6 @@ routes:
       image_uri: "{{image_uri}}"
     code: true
 """
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeBackend:
