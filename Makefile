@@ -6,7 +6,7 @@ CHECKOV_VERSION ?= 3.3.30
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint demo up bench package compile clean
+.PHONY: help setup test test-fast lint demo up bench package compile clean screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ demo: $(BIN)/.installed ## set up and run the whole loop on the local stack
 
 up: $(BIN)/.installed ## start the local stack until Ctrl-C
 	$(BIN)/retrain-trigger up
+
+screenshots: setup ## rewrite docs/screenshots from the browser tests (chromium and chromedriver)
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/browser
 
 bench: $(BIN)/.installed ## run the benchmarks (prints a table, writes bench/results/)
 	$(BIN)/python -m bench
