@@ -11,10 +11,11 @@ import pytest
 
 from retrain_trigger.store import SQLiteStore
 from retrain_trigger.store.base import ChampionChange, RunEnd, RunRecord
-from tests.integration.test_store_contract import T0, Clock, clock, in_threads, store, twin
+from tests.clock import T0, Clock
+from tests.integration.test_store_contract import in_threads, twin
 
 pytestmark = pytest.mark.emulator
-__all__ = ["clock", "store", "twin"]  # the contract suite's fixtures, shared
+__all__ = ["twin"]  # the contract suite's fixture, shared (clock and store: conftest.py)
 
 TTL = 30 * 86400.0
 
