@@ -79,6 +79,12 @@ def stack_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             return bool(store.decisions_for_object(markup_uri))
 
         wait_until("the decision about the markup object", markup_decided, stack, 60)
+
+        def outcome_recorded() -> bool:  # the worker reports the run's end after the ledger has it
+            record = store.get_run(run.job_id)
+            return record is not None and record.ended
+
+        wait_until("the run's outcome in the store", outcome_recorded, stack, 60)
         page = UIServer(app_for_config(stack.config()), "127.0.0.1", 0, log_requests=False)
         page.start()
         try:
