@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from retrain_trigger import notifications, outcomes
-from retrain_trigger.constants import KIND_LABEL, TRACE_LABEL
+from retrain_trigger.constants import TRACE_LABEL
 from retrain_trigger.errors import SubmitError
-from retrain_trigger.model import Decision, Kind, Outcome, RunRequest, Trigger
+from retrain_trigger.model import Decision, Outcome, RunRequest
 
 if TYPE_CHECKING:
     from retrain_trigger.service import Service
@@ -206,22 +206,20 @@ def handle_outcome(service: Service, report: Any, trace: Mapping[str, str] | Non
 
 def free_slot(service: Service, record: Any) -> list[Decision]:
     """The ended run no longer holds its route's run slot; ``queue_latest`` starts the
-    queued run now. Returns the decision of the run started, if any."""
+    queued run now, unless the route is paused (it then waits for the resume, as at a
+    flush). Returns the decision of the run started, if any."""
     route = service.config.route(record.route) if record.route else None
     if route is None or route.concurrency == "allow":
         return []
+    service.store.clear_active(route.name, record.job_id)
+    if route.concurrency != "queue_latest" or route.name in service.paused_routes():
+        return []
     from retrain_trigger.gates import concurrency
 
-    service.store.clear_active(route.name, record.job_id)
-    if route.concurrency != "queue_latest":
-        return []
-    queued = concurrency.drain(
-        route, store=service.store, backend=service.backend, clock=service.now
+    queued = concurrency.start_queued(
+        route, store=service.store, backend=service.backend, clock=service.now, run=service.run
     )
-    if queued is None:
-        return []
-    kind = Kind(str(queued.labels.get(KIND_LABEL, "data")))
-    return [service.run(queued, Trigger(kind=kind, source="queue"))]
+    return [] if queued is None else [queued]
 
 
 def publisher(service: Service) -> Any:

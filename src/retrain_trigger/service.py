@@ -27,10 +27,9 @@ from typing import Any, TypeVar
 
 from retrain_trigger import rules
 from retrain_trigger.config import Config, load_config
-from retrain_trigger.constants import KIND_LABEL
 from retrain_trigger.decisions import decision_entry, log_decision, setup_logging
 from retrain_trigger.errors import ConfigError, RejectedError, SubmitError
-from retrain_trigger.model import Decision, Kind, Outcome, RunRequest, Trigger
+from retrain_trigger.model import Decision, Outcome, RunRequest, Trigger
 from retrain_trigger.spec import TemplateCache
 
 log = logging.getLogger(__name__)
@@ -217,12 +216,10 @@ class Service:
                 force=force,
             )
             if candidate.concurrency == "queue_latest":
-                queued = concurrency.drain(
-                    candidate, store=self.store, backend=self.backend, clock=self.now
+                queued = concurrency.start_queued(
+                    candidate, store=self.store, backend=self.backend, clock=self.now, run=self.run
                 )
-                if queued is not None:
-                    kind = Kind(str(queued.labels.get(KIND_LABEL, "data")))
-                    decisions.append(self.run(queued, Trigger(kind=kind, source="queue")))
+                decisions += [queued] if queued is not None else []
         decisions += self.reconcile_runs(moment, route=route)  # run outcomes that never came
         windows.sweep(self.store, self.now() if now is None else now)
         return decisions

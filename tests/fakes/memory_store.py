@@ -169,8 +169,11 @@ class MemoryStore:
         self.pendings[route] = Pending(route, run_key, request_json, now)
         return replaced
 
-    def take_pending(self, route: str) -> Pending | None:
-        return self.pendings.pop(route, None)
+    def take_pending(self, route: str, run_key: str = "") -> Pending | None:
+        pending = self.pendings.get(route)
+        if pending is None or (run_key and pending.run_key != run_key):
+            return None
+        return self.pendings.pop(route)
 
     def get_pending(self, route: str) -> Pending | None:
         self.reads.append("get_pending")

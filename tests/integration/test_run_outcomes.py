@@ -370,3 +370,27 @@ def test_a_googclient_traceparent_attribute_is_the_trace_of_a_pushed_data_event(
     }
     assert client.post(f"/projects/{PROJECT}/topics/gcs-events", json=body).status_code == 200
     assert env.jobs[only_job(env)]["labels"]["retrain-trace"] == TRACE
+
+
+def test_a_queued_run_whose_start_fails_stays_queued_and_the_next_flush_starts_it(
+    client, env, notes
+):
+    upload(client, "a.csv")
+    first = only_job(env)
+    upload(client, "b.csv")  # queued behind the first (queue_latest)
+    queued = get_service().store.get_pending("mnist")
+    assert queued is not None
+
+    env.inject("create", status=503, times=None)  # Vertex unavailable when the first ends
+    assert push(client, outcome(first)).status_code == 200
+    assert len(env.jobs) == 1
+    # The start failed for a reason a retry fixes: the run is still queued, not lost.
+    assert get_service().store.get_pending("mnist") == queued
+
+    env.clear_faults()
+    [started] = [d for d in get_service().flush() if d.run_key == queued.run_key]
+    assert started.outcome.value == "submitted"
+    assert len(env.jobs) == 2
+    assert get_service().store.get_pending("mnist") is None
+    second = next(job for job in env.jobs if job != first)
+    assert get_service().store.get_active("mnist").job_id == second

@@ -354,6 +354,18 @@ def test_pending_keeps_only_the_latest_run(store: StateStore) -> None:
     assert other is not None and other.run_key == "o1"
 
 
+def test_taking_a_named_pending_run_leaves_a_newer_one_queued(store: StateStore) -> None:
+    store.set_pending("mnist", json.dumps({"run_key": "k1"}), "k1", T0)
+    store.set_pending("mnist", json.dumps({"run_key": "k2"}), "k2", T0 + 1)  # replaces k1
+
+    assert store.take_pending("mnist", run_key="k1") is None
+    still = store.get_pending("mnist")
+    assert still is not None and still.run_key == "k2"
+    taken = store.take_pending("mnist", run_key="k2")
+    assert taken == still and store.get_pending("mnist") is None
+    assert store.take_pending("mnist", run_key="k2") is None
+
+
 def test_only_one_taker_gets_the_pending_run(store: StateStore, twin: StateStore) -> None:
     store.set_pending("mnist", "{}", "k1", T0)
     stores = (store, twin)

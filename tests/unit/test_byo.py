@@ -263,6 +263,39 @@ def test_a_paused_route_skips_changes_batches_objects_and_its_windows_wait(
     assert closed.outcome is Outcome.SUBMITTED and closed.route == "churn"
 
 
+def test_the_end_of_a_run_of_a_paused_route_leaves_its_queued_run_waiting(
+    local_config: Path,
+) -> None:
+    from retrain_trigger.outcomes import decode_report
+
+    service = _service(local_config)
+    first = service.handle(_object("digits/a.csv"))
+    assert first.outcome is Outcome.SUBMITTED
+    held = service.handle(_object("digits/b.csv"))
+    assert held.code == "held"  # queued behind the first (queue_latest)
+    service.store.set_pause("mnist", "bad export", "ops", 1_800_000_000.0)
+
+    report = {
+        "kind": "retrain-trigger.run-outcome/v1",
+        "job_id": first.job_id,
+        "job": first.job_name or first.job_id,
+        "state": "FAILED",
+        "error": {"code": 9, "message": "The failed tasks are: [train]."},
+        "reported_at": "2027-01-15T08:00:00Z",
+        "reporter": "exit-handler",
+    }
+    result = service.handle_report(decode_report(json.dumps(report).encode()))
+    assert result.started == ()  # paused: the queued run waits for the resume, as at a flush
+    queued = service.store.get_pending("mnist")
+    assert queued is not None and queued.run_key == held.run_key
+    assert service.flush() == []
+
+    service.store.clear_pause("mnist")
+    [started] = service.flush()
+    assert (started.outcome, started.run_key) == (Outcome.SUBMITTED, held.run_key)
+    assert service.store.get_pending("mnist") is None
+
+
 def test_pause_resume_windows_and_queue_commands(
     local_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

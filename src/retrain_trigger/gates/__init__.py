@@ -1,7 +1,7 @@
 """Gates: what stands between a planned RunRequest and its submission.
 
 - :mod:`.concurrency`: ``skip_if_running`` and ``queue_latest``, one run per route at a time
-  (reserve the route's run slot, hold or queue, settle after the create, drain the queue);
+  (reserve the route's run slot, hold or queue, settle after the create, start the queued run);
 - :mod:`.windows`: ``mode: window`` data routes, one run per batch of objects (add an object to
   the open window; flush: claim, manifest, submit, close; sweep what expired).
 

@@ -5,8 +5,8 @@ state store by compare-and-set (on the record's revision), with a lease of :func
 Until the create has been answered, or the lease has expired, the reservation blocks every other
 change: the backend may not know the job yet (its 404 means "still starting"). Another run that
 holds the slot makes the change wait: ``skip_if_running`` answers it skipped, ``queue_latest``
-keeps it as the route's one queued run (replacing an older one), which :func:`drain` hands back
-once the slot is free.
+keeps it as the route's one queued run (replacing an older one), which :func:`start_queued`
+starts once the slot is free.
 
 After the create, :func:`settle` turns the reservation into the route's active run; if that fails,
 the slot was taken over after the lease expired: the decision says so, a warning is logged, and
@@ -23,8 +23,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from retrain_trigger.constants import KIND_LABEL
 from retrain_trigger.errors import StoreError, SubmitError, TemplateError
-from retrain_trigger.model import Decision, Outcome, RunRequest
+from retrain_trigger.model import Decision, Kind, Outcome, RunRequest, Trigger
 
 if TYPE_CHECKING:
     from retrain_trigger.config import Config, Route
@@ -138,16 +139,57 @@ def settle(
     )
 
 
-def drain(route: Route, *, store: StateStore, backend: Any, clock: Clock) -> RunRequest | None:
-    """The route's queued run (``queue_latest``), taken from the store once no run holds the
-    slot; None while one does, or when nothing is queued."""
-    active = store.get_active(route.name)
-    if active is not None and _blocking(route, active, "", clock(), store, backend)[0]:
-        return None
-    pending = store.take_pending(route.name)
+def start_queued(
+    route: Route,
+    *,
+    store: StateStore,
+    backend: Any,
+    clock: Clock,
+    run: Callable[[RunRequest, Trigger], Decision],
+) -> Decision | None:
+    """Starts the route's queued run (``queue_latest``) with ``run`` (``Service.run``) once no
+    other run holds the slot; None while one does, or when nothing is queued.
+
+    The queued run leaves the queue only once its start has been answered (submitted, a
+    duplicate, or refused for good), and only if no newer change replaced it meanwhile. A start
+    that failed for a reason a retry can fix (Vertex unavailable) leaves it queued for the next
+    flush, which retries it as a redelivery of the same change (its own reservation does not
+    hold it back); one held back again (another run took the slot) was queued again by the hold.
+    """
+    pending = store.get_pending(route.name)
     if pending is None:
         return None
-    return RunRequest.from_dict(json.loads(pending.request_json))
+    try:
+        data = json.loads(pending.request_json)
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        request = RunRequest.from_dict(data)
+        trigger = Trigger(kind=Kind(str(request.labels.get(KIND_LABEL, "data"))), source="queue")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.error(
+            "route %s: the queued run %s cannot be read (%s); it is dropped",
+            route.name,
+            pending.run_key,
+            exc,
+        )
+        store.take_pending(route.name, run_key=pending.run_key)
+        return None
+    active = store.get_active(route.name)
+    if active is not None and _blocking(route, active, request.job_id, clock(), store, backend)[0]:
+        return None
+    decision = run(request, trigger)
+    if decision.code == "held":
+        return decision
+    if decision.outcome is Outcome.FAILED and decision.retryable:
+        log.warning(
+            "route %s: the queued run %s did not start (%s); it stays queued for the next flush",
+            route.name,
+            request.job_id,
+            decision.reason,
+        )
+        return decision
+    store.take_pending(route.name, run_key=pending.run_key)
+    return decision
 
 
 def _blocking(

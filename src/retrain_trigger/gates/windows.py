@@ -11,7 +11,7 @@ finishes it with the recorded run key, and Vertex answers a second create ``dupl
 
 In production Cloud Scheduler calls ``POST /flush`` on the HTTP function every minute; locally the
 stack's ticker does (both reach ``Service.flush``). A flush also starts queued runs of
-``queue_latest`` routes whose active run has ended (``concurrency.drain``), and sweeps the
+``queue_latest`` routes whose active run has ended (``concurrency.start_queued``), and sweeps the
 state store (:func:`sweep`): at most :data:`SWEEP_LIMIT` expired records (decisions, and closed windows and
 their items past their retention) per flush.
 

@@ -343,8 +343,12 @@ class StateStore(Protocol):
         """Makes this the route's one waiting run; returns the one it replaced, if any."""
         ...
 
-    def take_pending(self, route: str) -> Pending | None:
-        """Removes and returns the route's waiting run; atomic, so only one taker gets it."""
+    def take_pending(self, route: str, run_key: str = "") -> Pending | None:
+        """Removes and returns the route's waiting run; atomic, so only one taker gets it.
+
+        With ``run_key``, only when the waiting run is that one: a newer change that replaced
+        it meanwhile stays queued.
+        """
         ...
 
     def get_pending(self, route: str) -> Pending | None: ...

@@ -770,11 +770,11 @@ class FirestoreStore:
 
         return self._conditional(ref, decide)
 
-    def take_pending(self, route: str) -> Pending | None:
+    def take_pending(self, route: str, run_key: str = "") -> Pending | None:
         ref = self._pending.document(check_route(route))
 
         def decide(data: dict[str, Any] | None) -> tuple[Change | None, Pending | None]:
-            if data is None:
+            if data is None or (run_key and data.get("run_key", "") != run_key):
                 return None, None
             return ("delete", {}), _pending(data)
 

@@ -679,14 +679,15 @@ class SQLiteStore:
             )
             return previous
 
-    def take_pending(self, route: str) -> Pending | None:
+    def take_pending(self, route: str, run_key: str = "") -> Pending | None:
         check_route(route)
         with self._write() as conn:
             pending = self._pending(
                 conn.execute("SELECT * FROM pending WHERE route = ?", (route,)).fetchone()
             )
-            if pending is not None:
-                conn.execute("DELETE FROM pending WHERE route = ?", (route,))
+            if pending is None or (run_key and pending.run_key != run_key):
+                return None
+            conn.execute("DELETE FROM pending WHERE route = ?", (route,))
             return pending
 
     def get_pending(self, route: str) -> Pending | None:
